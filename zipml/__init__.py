@@ -1,0 +1,1 @@
+"""ZipML: low-precision SGD with double sampling, on open FPGA hardware."""
