@@ -132,7 +132,8 @@ def sigmoid_table():
 
     Entry i holds ``round(2**MODEL_FRAC / (1 + exp(-m)))`` at the bin centre
     ``m = (i - SIGMOID_ENTRIES/2 + 1/2) / 2**SIGMOID_STEP_LOG2``. A margin ``z`` (MODEL_FRAC
-    fractional bits) selects ``clamp(floor(z / 2**(MODEL_FRAC - SIGMOID_STEP_LOG2)) + 128, 0, 255)``.
+    fractional bits) selects entry
+    ``clamp(floor(z / 2**(MODEL_FRAC - SIGMOID_STEP_LOG2)) + 128, 0, 255)``.
     """
     import math
     half = SIGMOID_ENTRIES // 2
