@@ -1,0 +1,142 @@
+"""The ``zipml`` command line."""
+
+import argparse
+import json
+import sys
+import time
+
+import numpy as np
+
+from zipml.contract import WORD_WIDTHS, Encoding, Format, LevelMode, Loss
+from zipml.host.devices import DEVICE_HELP, open_device
+
+__all__ = ["main"]
+
+ENCODINGS = {e.name.lower(): e for e in Encoding}
+LOSSES = {"squared": Loss.SQUARED, "logistic": Loss.LOGISTIC, "hinge": Loss.HINGE}
+
+
+def _add_train_arguments(p):
+    p.add_argument("--device", default="golden", help=f"where to train: {DEVICE_HELP}")
+    p.add_argument("--data", default="diabetes",
+                   help="diabetes, breast_cancer, digits, randhie, synthetic[:N:D], "
+                        "a CSV file (last column is the label) or a LIBSVM file")
+    p.add_argument("--loss", choices=sorted(LOSSES), default="squared")
+    p.add_argument("--bits", type=int, default=4, help="bits per sample, 1..8")
+    p.add_argument("--encoding", choices=sorted(ENCODINGS), default="pair")
+    p.add_argument("--rounding", choices=("stochastic", "nearest"), default="stochastic")
+    p.add_argument("--levels", choices=("uniform", "optimal"), default="uniform")
+    p.add_argument("--unsigned", action="store_true",
+                   help="scale features to [0, 1] instead of [-1, 1]")
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--lr", type=float, default=1 / 32, help="learning rate, in (0, 1)")
+    p.add_argument("--lr-decay-epochs", type=int, default=0,
+                   help="halve the learning rate every this many epochs (0: never)")
+    p.add_argument("--batch", type=int, default=1, help="mini-batch size")
+    p.add_argument("--delay", type=int, choices=(0, 1), default=0,
+                   help="1: a batch sees the model one batch late (hides pipeline latency)")
+    p.add_argument("--width", type=int, choices=WORD_WIDTHS, default=128,
+                   help="word width W of the device")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="OUT", help="write the run's results as JSON")
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="zipml", description="Low-precision SGD with double sampling, on FPGA hardware.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_train_arguments(sub.add_parser("train", help="train a linear model on a device"))
+    demo = sub.add_parser("demo", help="train on diabetes at several precisions, print a table")
+    demo.add_argument("--device", default="golden")
+    demo.add_argument("--epochs", type=int, default=15)
+    return parser
+
+
+def run_train(args):
+    from zipml.host.datasets import load_dataset
+    from zipml.host.train import prepare, train
+
+    loss = LOSSES[args.loss]
+    encoding = ENCODINGS[args.encoding]
+    signed = not args.unsigned
+    mode = LevelMode.UNIFORM_SIGNED if signed else LevelMode.UNIFORM_UNSIGNED
+    if args.levels == "optimal" and encoding != Encoding.RAW:
+        mode = LevelMode.TABLE
+    try:
+        fmt = Format(encoding, args.bits, mode)
+        data = load_dataset(args.data, seed=args.seed)
+        device = open_device(args.device, width=args.width)
+        problem = prepare(data.X, data.y, loss=loss, signed=signed, max_features=device.n_max)
+        table = None
+        if fmt.levels == LevelMode.TABLE:
+            from zipml.host.levels import optimal_table
+            table = optimal_table((problem.xs[:, :-1] * fmt.top).ravel(), fmt)
+        start = time.perf_counter()
+        result = train(device, problem, fmt=fmt, loss=loss, rounding=args.rounding,
+                       table=table, epochs=args.epochs, lr=args.lr,
+                       lr_decay_epochs=args.lr_decay_epochs, batch=args.batch,
+                       delay=args.delay, seed=args.seed)
+        elapsed = time.perf_counter() - start
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"zipml: {exc}") from None
+    for epoch, value in enumerate(result.loss_curve):
+        print(f"epoch {epoch:3d}  loss {value:.6f}")
+    if result.stats["saturated_rows"]:
+        print(f"warning: {result.stats['saturated_rows']} rows saturated the fixed-point "
+              "arithmetic; lower the learning rate", file=sys.stderr)
+    if args.json:
+        out = result.to_json()
+        out["parameters"] = {k: v for k, v in vars(args).items() if k not in ("json", "func")}
+        out["data"] = {"name": data.name, "rows": int(data.X.shape[0]),
+                       "features": int(data.X.shape[1])}
+        out["levels_table"] = list(table) if table else None
+        out["seconds"] = elapsed
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+    return 0
+
+
+def run_demo(args):
+    from zipml.host.datasets import load_dataset
+    from zipml.host.levels import optimal_table
+    from zipml.host.train import objective, prepare, train
+
+    data = load_dataset("diabetes")
+    problem = prepare(data.X, data.y)
+    rows = []
+    # Full-precision float64 SGD on the same scaled data, same order, same learning rate.
+    lr, epochs = 1 / 32, args.epochs
+    w = np.zeros(problem.n_features)
+    for _ in range(epochs):
+        for x, y in zip(problem.xs, problem.y):
+            w -= lr * (x @ w - y) * x
+    rows.append(("float64 (CPU)", 64, objective(problem.xs, problem.y, w, Loss.SQUARED), "-"))
+    runs = [("raw fixed point", Format(Encoding.RAW), "nearest")]
+    for bits in (1, 2, 4, 8):
+        runs.append((f"naive single b={bits}", Format(Encoding.SINGLE, bits), "stochastic"))
+        runs.append((f"double compact b={bits}", Format(Encoding.COMPACT, bits), "stochastic"))
+    runs.append(("double optimal b=2", Format(Encoding.PAIR, 2, LevelMode.TABLE), "stochastic"))
+    runs.append(("double optimal b=3", Format(Encoding.PAIR, 3, LevelMode.TABLE), "stochastic"))
+    for name, fmt, rounding in runs:
+        device = open_device(args.device, width=128)
+        table = None
+        if fmt.levels == LevelMode.TABLE:
+            table = optimal_table((problem.xs[:, :-1] * fmt.top).ravel(), fmt)
+        result = train(device, problem, fmt=fmt, rounding=rounding, table=table,
+                       epochs=epochs, lr=lr)
+        rows.append((name, fmt.field_bits, result.loss_curve[-1], result.stats["row_words"]))
+    print(f"diabetes ({data.X.shape[0]} x {data.X.shape[1]}), {epochs} epochs, lr {lr}, "
+          f"device {args.device}, W = 128")
+    print(f"{'run':26s} {'bits/feature':>12s} {'training loss':>14s} {'words/row':>10s}")
+    for name, fb, value, words in rows:
+        print(f"{name:26s} {fb:12d} {value:14.6f} {words!s:>10s}")
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    return {"train": run_train, "demo": run_demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
