@@ -39,6 +39,7 @@ order: per epoch sample A of all rows, then sample B (then the further samples o
 import numpy as np
 
 from zipml import contract
+from zipml.host.quantize import quantize
 
 __all__ = [
     "LOSSES", "SCHEMES", "uniform_levels", "loss_value", "gradient_scalar", "chebyshev_sigmoid",
@@ -54,27 +55,9 @@ _STOCHASTIC = ("naive", "double", "double_symmetric", "double_optimal", "chebysh
 
 
 try:
-    from zipml.host.quantize import quantize
-except ImportError:  # pragma: no cover - until zipml.host.quantize exists
-    quantize = None
-
-try:
     from zipml.host.levels import optimal_levels
 except ImportError:  # pragma: no cover - until zipml.host.levels exists
     optimal_levels = None
-
-
-def _fallback_quantize(values, levels, rounding, rng):
-    """Minimal stand-in for ``zipml.host.quantize.quantize`` (same signature and rules)."""
-    levels = np.asarray(levels, dtype=np.float64)
-    v = np.clip(np.asarray(values, dtype=np.float64), levels[0], levels[-1])
-    lo = np.clip(np.searchsorted(levels, v, side="right") - 1, 0, len(levels) - 2)
-    frac = (v - levels[lo]) / (levels[lo + 1] - levels[lo])
-    if rounding == "nearest":
-        return lo + (frac >= 0.5)
-    if rounding == "stochastic":
-        return lo + (rng.random(v.shape) < frac)
-    raise ValueError(f"unknown rounding {rounding!r}")
 
 
 def _fallback_optimal_levels(values, s, candidates=None, method="auto"):
@@ -111,8 +94,7 @@ def _fallback_optimal_levels(values, s, candidates=None, method="auto"):
 
 
 def _quantize(values, levels, rounding, rng):
-    fn = quantize if quantize is not None else _fallback_quantize
-    return np.asarray(levels)[fn(values, levels, rounding, rng)]
+    return np.asarray(levels)[quantize(values, levels, rounding, rng)]
 
 
 def _optimal_levels(values, s):
