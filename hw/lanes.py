@@ -1,0 +1,116 @@
+"""Lane logic shared by the dot product and the update: which formats a lane sees, turning a
+field into level codes, and narrow multiplies written as shift-and-add.
+
+Code values are normalised to :data:`VALUE_FRAC` fractional bits (``v << (8 - b)`` for uniform
+grids, table entries as they are), so every code format reaches the arithmetic as one signed
+9-bit value: ``floor(sum(w * v) / 2**f)`` and ``round(c * v / 2**(6 + f))`` stay exactly the
+same numbers (numerator and denominator scale alike).
+"""
+
+from amaranth import Const, Mux, Signal, signed
+
+from ..contract import (
+    MAX_BITS,
+    TABLE_BITS,
+    TABLE_FRAC,
+    Encoding,
+    Format,
+    lanes_in_word,
+)
+
+__all__ = ["VALUE_FRAC", "VALUE_SHAPE", "FMT_ID_BITS", "fmt_id", "code_formats", "all_formats",
+           "lane_formats", "lane_table_bits", "lane_codes", "uniform_value", "shift_add_mul",
+           "sum_tree"]
+
+#: Fractional bits of every normalised code value.
+VALUE_FRAC = TABLE_FRAC
+#: Shape of a normalised code value (uniform or table).
+VALUE_SHAPE = signed(TABLE_BITS)
+#: Bits of a format id: encoding (2 bits) above bits - 1.
+_B_BITS = (MAX_BITS - 1).bit_length()
+FMT_ID_BITS = _B_BITS + 2
+
+
+def fmt_id(encoding, bits):
+    """The id a run-time format selects its per-lane case with."""
+    return (int(encoding) << _B_BITS) | (bits - 1)
+
+
+def code_formats():
+    """Every code format (SINGLE/PAIR/COMPACT, b = 1..MAX_BITS), uniform signed levels."""
+    return [Format(enc, b) for enc in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
+            for b in range(1, MAX_BITS + 1)]
+
+
+def all_formats():
+    """The code formats and RAW."""
+    return [*code_formats(), Format(Encoding.RAW, 1)]
+
+
+def lane_formats(width, lane):
+    """Code formats in which lane ``lane`` of a ``width``-bit word holds a field."""
+    return [f for f in code_formats() if lane < lanes_in_word(width, f)]
+
+
+def lane_table_bits(width, lane, max_table_bits=MAX_BITS):
+    """log2 of the level-table entries lane ``lane`` needs (0: no table formats reach it)."""
+    bits = [f.bits for f in lane_formats(width, lane) if f.bits >= 2]
+    return min(max(bits), max_table_bits) if bits else 0
+
+
+def lane_codes(m, word, lane, width, fid, sample):
+    """Level code of ``sample`` ("A" or "B") in lane ``lane`` for the format selected by ``fid``.
+
+    Returns ``(k, n)``: the code and the code left-aligned to MAX_BITS bits (``k << (8 - b)``),
+    both zero for formats that leave the lane empty.
+    """
+    k = Signal(MAX_BITS, name=f"k{sample}{lane}")
+    n = Signal(MAX_BITS, name=f"n{sample}{lane}")
+    with m.Switch(fid):
+        for fmt in lane_formats(width, lane):
+            fb, b = fmt.field_bits, fmt.bits
+            field = word[lane * fb:(lane + 1) * fb]
+            if fmt.encoding == Encoding.SINGLE:
+                code = field
+            elif fmt.encoding == Encoding.PAIR:
+                code = field[:b] if sample == "A" else field[b:]
+            else:
+                ib = fmt.index_bits
+                index = field[:ib] if ib else Const(0, 1)
+                code = index + field[ib if sample == "A" else ib + 1]
+            with m.Case(fmt_id(fmt.encoding, b)):
+                m.d.comb += [k.eq(code), n.eq(code << (MAX_BITS - b))]
+    return k, n
+
+
+def uniform_value(n, half, unsigned_levels):
+    """Normalised uniform level value of a left-aligned code ``n``.
+
+    Signed grids: ``(2k - (s - 1)) << (8 - b) = 2n + 2**(8 - b) - 2**8`` (``half`` is
+    ``2**(8 - b)``); unsigned grids: ``n``.
+    """
+    signed_value = (n << 1) + half - (1 << MAX_BITS)
+    return Mux(unsigned_levels, n, signed_value)
+
+
+def shift_add_mul(a, b):
+    """``a * b`` for a narrow signed ``b``, as a sum of shifted copies of ``a``.
+
+    Keeps yosys from mapping narrow products onto hard multipliers (see TOOLCHAIN.md).
+    """
+    terms = []
+    for k in range(len(b)):
+        term = Mux(b[k], a << k, 0)
+        terms.append(-term if k == len(b) - 1 and b.shape().signed else term)
+    return sum_tree(terms)
+
+
+def sum_tree(terms):
+    """A balanced tree of additions (combinational)."""
+    terms = list(terms)
+    if not terms:
+        return Const(0)
+    while len(terms) > 1:
+        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
+                 for i in range(0, len(terms), 2)]
+    return terms[0]

@@ -1,0 +1,641 @@
+"""The streaming double-sampled SGD pipeline: packed rows in, a trained model out.
+
+Data flow (one word per cycle; stage names as in :mod:`zipml.sim.timing`)::
+
+    i_stream -> S0 accept --+--> replay FIFO -----------------------------+
+                            |                                            |
+                            S1 lane codes, table + snapshot reads        U0 pop (c known)
+                            S2 vA * w_hat (shift-and-add / RAW '*')      U1 lane codes vB
+                            adder tree, row accumulator                  U2 delta = c * vB
+                            GradientScalar: D, g, c  ------------------> U3 w = sat(w - delta)
+
+Model memory, per lane j (feature i lives in lane ``i % P`` at address ``i // P``):
+
+- ``work[j]``: the working model, read-modify-written by every update (transparent read, so
+  back-to-back rows see each other's writes);
+- ``snap[j]``: two snapshot banks read by the dot products. The last row of batch k also writes
+  its results into bank ``E ^ 1 ^ (k & 1)`` (every row updates every feature, so that bank then
+  holds the model after batch k); batch k >= 1 reads bank ``E ^ (k & 1) ^ delay``, batch 0 bank
+  ``E``, where ``E`` is the bank holding the model at the start of the epoch.
+
+The first word of a batch waits until the batch it depends on (k - 1 - delay) is written back;
+an epoch drains before the next begins. Cycle counts follow :mod:`zipml.sim.timing` exactly.
+
+The model layout depends on P, i.e. on the format: after changing the format (or n_features),
+load the model again before training or reading it back.
+"""
+
+from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..contract import (
+    LABEL_BITS,
+    LR_BITS,
+    MAX_BITS,
+    MODEL_BITS,
+    RAW_FRAC,
+    SCALAR_FRAC,
+    Encoding,
+    LevelMode,
+    lanes_in_last_word,
+    lanes_in_word,
+    row_words,
+)
+from ..sim import timing
+from .lanes import (
+    FMT_ID_BITS,
+    VALUE_FRAC,
+    VALUE_SHAPE,
+    all_formats,
+    code_formats,
+    fmt_id,
+    lane_codes,
+    lane_table_bits,
+    shift_add_mul,
+    sum_tree,
+    uniform_value,
+)
+from .scalar import GradientScalar, saturate
+
+__all__ = ["ConfigLayout", "TableEntry", "SGDPipeline"]
+
+
+#: Run-time configuration (hold it stable while ``busy``).
+ConfigLayout = data.StructLayout({
+    "n_features": unsigned(16),     # n, 1..n_max, bias column included
+    "encoding": unsigned(2),        # contract.Encoding
+    "bits": unsigned(4),            # b, 1..8 (ignored for RAW)
+    "levels": unsigned(2),          # contract.LevelMode
+    "loss": unsigned(2),            # contract.Loss
+    "lr": unsigned(LR_BITS),        # learning rate, LR_FRAC fractional bits
+    "lr_decay_epochs": unsigned(16),
+    "batch": unsigned(16),          # B >= 1
+    "delay": unsigned(1),
+    "rows_per_epoch": unsigned(32),
+    "epochs": unsigned(16),         # epochs per run, >= 1
+    "snapshots": unsigned(1),       # stream the model on o_model after every epoch
+})
+
+#: One level-table entry.
+TableEntry = data.StructLayout({"index": unsigned(MAX_BITS), "value": VALUE_SHAPE})
+
+_LO_SHIFT = RAW_FRAC - VALUE_FRAC        # RAW product bits kept out of the main adder tree
+_DELTA_SHIFT = SCALAR_FRAC - 24          # delta = round(c * v / 2**(6 + f))
+_GROUP = 16                              # lanes per copy of the broadcast scalar
+
+
+class SGDPipeline(wiring.Component):
+    """Low-precision SGD over a stream of packed rows, every format selected at run time.
+
+    Parameters
+    ----------
+    width : int
+        W, bits per input word (32, 64, 128 or 256).
+    n_max : int
+        Largest n_features.
+    max_table_bits : int
+        Largest b for which level tables are held (1 drops tables; default all).
+
+    Members
+    -------
+    config : In(ConfigLayout)
+    start, load, read : In(1)
+        Strobes, honoured when not ``busy``: train ``config.epochs`` epochs; take n words on
+        ``i_model``; send n words on ``o_model``.
+    busy : Out(1)
+    i_stream : In(stream.Signature(width))
+        Packed rows (``zipml.host.pack``).
+    i_model : In(stream.Signature(signed(32)))
+        Model words in feature order, after ``load``.
+    o_model : Out(stream.Signature(signed(32)))
+        Model words in feature order, after ``read`` and after every epoch if
+        ``config.snapshots``.
+    i_table : In(stream.Signature(TableEntry))
+        Level-table writes (always ready; write only when not ``busy``).
+    rows, saturated : Out(32)
+        Rows written back and rows in which g, c or a model word saturated, since ``start``.
+    epochs : Out(16)
+    cycles : Out(48)
+        Busy cycles of the current run (:func:`zipml.sim.timing.run_cycles`).
+    """
+
+    def __init__(self, width=128, n_max=1024, *, max_table_bits=MAX_BITS):
+        if width % 32 or width < 32:
+            raise ValueError(f"width must be a multiple of 32, not {width}")
+        self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
+        self.lanes = width
+        self.raw_lanes = width // 32
+        p_all = sorted({lanes_in_word(width, f) for f in all_formats()})
+        self.depths = []
+        for j in range(self.lanes):
+            p = min(q for q in p_all if q > j)
+            self.depths.append(max(1, -(-(n_max - j) // p)))
+        self.table_bits = [lane_table_bits(width, j, max_table_bits) for j in range(self.lanes)]
+        self.row_words_max = max(row_words(width, f, n_max) for f in all_formats())
+        self.dot_latency = timing.dot_latency(width)
+        self.tree_stages = timing.tree_stages(width)
+        self.fifo_depth = self.row_words_max + self.dot_latency + 4
+        self.acc_width = 42 + max(1, (n_max - 1).bit_length()) + 1
+        self.lo_width = _LO_SHIFT + max(1, (n_max - 1).bit_length()) + 1
+        super().__init__({
+            "config": In(ConfigLayout),
+            "start": In(1), "load": In(1), "read": In(1), "busy": Out(1),
+            "i_stream": In(stream.Signature(width)),
+            "i_model": In(stream.Signature(signed(MODEL_BITS))),
+            "o_model": Out(stream.Signature(signed(MODEL_BITS))),
+            "i_table": In(stream.Signature(TableEntry)),
+            "rows": Out(32), "saturated": Out(32), "epochs": Out(16), "cycles": Out(48),
+        })
+
+    # --- helpers --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _pipe(m, value, stages, name):
+        """``value`` delayed by ``stages`` registers."""
+        for i in range(stages):
+            reg = Signal.like(value, name=f"{name}_d{i}")
+            m.d.sync += reg.eq(value)
+            value = reg
+        return value
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        W, L = self.width, self.lanes
+
+        # --- format constants of the run-time format (registered) --------------------------------
+        fid = Signal(FMT_ID_BITS)
+        m.d.comb += fid.eq(Cat((cfg.bits - 1)[:FMT_ID_BITS - 2], cfg.encoding))
+        is_raw = Signal()
+        table_mode = Signal()
+        unsigned_levels = Signal()
+        per_word = Signal(range(L + 1))
+        per_last = Signal(range(L + 1))
+        half = Signal(MAX_BITS + 1)
+        m.d.sync += [
+            is_raw.eq(cfg.encoding == Encoding.RAW),
+            table_mode.eq(cfg.levels == LevelMode.TABLE),
+            unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED),
+        ]
+        with m.If(cfg.encoding == Encoding.RAW):
+            raw_fmt = all_formats()[-1]
+            m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
+                         per_last.eq(lanes_in_last_word(W, raw_fmt))]
+        with m.Else():
+            with m.Switch(fid):
+                for f in code_formats():
+                    with m.Case(fmt_id(f.encoding, f.bits)):
+                        m.d.sync += [per_word.eq(lanes_in_word(W, f)),
+                                     per_last.eq(lanes_in_last_word(W, f)),
+                                     half.eq(1 << (MAX_BITS - f.bits))]
+        n = cfg.n_features
+
+        # --- memories ----------------------------------------------------------------------------
+        work_rd, work_wr, snap_rd, snap_wr, tab_a, tab_b = [], [], [], [], [], []
+        for j in range(L):
+            depth = self.depths[j]
+            abits = ceil_log2(depth)
+            work = memory.Memory(shape=signed(MODEL_BITS), depth=depth, init=[])
+            snap = memory.Memory(shape=signed(MODEL_BITS), depth=2 << abits, init=[])
+            m.submodules[f"work{j}"] = work
+            m.submodules[f"snap{j}"] = snap
+            wr = work.write_port()
+            work_wr.append(wr)
+            work_rd.append(work.read_port(transparent_for=(wr,)))
+            snap_wr.append(snap.write_port())
+            snap_rd.append(snap.read_port())
+            tb = self.table_bits[j]
+            if tb:
+                tab = memory.Memory(shape=VALUE_SHAPE, depth=1 << tb, init=[])
+                m.submodules[f"table{j}"] = tab
+                twr = tab.write_port()
+                m.d.comb += [twr.addr.eq(self.i_table.payload.index),
+                             twr.data.eq(self.i_table.payload.value),
+                             twr.en.eq(self.i_table.valid &
+                                       (self.i_table.payload.index < (1 << tb)))]
+                tab_a.append(tab.read_port())
+                tab_b.append(tab.read_port())
+            else:
+                tab_a.append(None)
+                tab_b.append(None)
+        m.d.comb += self.i_table.ready.eq(1)
+
+        m.submodules.replay = replay = fifo.SyncFIFOBuffered(width=W, depth=self.fifo_depth)
+
+        # --- control state -----------------------------------------------------------------------
+        epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
+        outstanding = Signal(3)             # batches started by the input, not yet written back
+        lr_shift = Signal(6)
+        decay_cnt = Signal(16)
+        lr_e = Signal(LR_BITS)
+        m.d.sync += lr_e.eq(Mux(lr_shift >= LR_BITS, 0, cfg.lr >> lr_shift))
+
+        # input-side counters
+        in_wi = Signal(range(self.row_words_max + 1))
+        in_rem = Signal(17)
+        in_row_epoch = Signal(32)
+        in_row_batch = Signal(16)
+        in_kpar = Signal()
+        in_first_batch = Signal()
+        in_rbank = Signal()
+        in_done = Signal()                  # every row of the epoch accepted
+
+        def restart_input():
+            return [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(0), in_row_batch.eq(0),
+                    in_kpar.eq(0), in_first_batch.eq(1), in_done.eq(0)]
+
+        # update-side completion pulses (U3), defined below
+        row_done_now = Signal()
+        batch_done_now = Signal()
+        epoch_done_now = Signal()
+        done_wbank = Signal()
+
+        # --- S0: accept --------------------------------------------------------------------------
+        running = Signal()
+        batch_start = (in_wi == 0) & (in_row_batch == 0)
+        may_start = (outstanding - batch_done_now) <= cfg.delay
+        m.d.comb += self.i_stream.ready.eq(running & ~in_done & replay.w_rdy &
+                                           (~batch_start | may_start))
+        accept = self.i_stream.valid & self.i_stream.ready
+        m.d.comb += [replay.w_data.eq(self.i_stream.payload), replay.w_en.eq(accept)]
+
+        last_word = in_rem <= per_last
+        last_of_epoch = in_row_epoch == cfg.rows_per_epoch - 1
+        last_of_batch = (in_row_batch == cfg.batch - 1) | last_of_epoch
+        rbank_now = Signal()
+        m.d.comb += rbank_now.eq(in_rbank)
+        with m.If(batch_start):
+            m.d.comb += rbank_now.eq(Mux(in_first_batch, epoch_bank,
+                                         epoch_bank ^ in_kpar ^ cfg.delay))
+        wbank_now = epoch_bank ^ 1 ^ in_kpar
+
+        s1_valid = Signal()
+        s1_word = Signal(W)
+        s1_wi = Signal.like(in_wi)
+        s1_cnt = Signal(range(L + 1))
+        s1_rbank = Signal()
+        meta_layout = data.StructLayout({
+            "first": 1, "last": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1,
+            "label": signed(LABEL_BITS)})
+        s1_meta = Signal(meta_layout)
+        m.d.sync += s1_valid.eq(accept)
+        with m.If(accept):
+            m.d.sync += [
+                s1_word.eq(self.i_stream.payload), s1_wi.eq(in_wi), s1_rbank.eq(rbank_now),
+                s1_cnt.eq(Mux(in_rem < per_word, in_rem, per_word)),
+                s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
+                s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
+                s1_meta.last_of_epoch.eq(last_of_epoch),
+                s1_meta.label.eq(self.i_stream.payload[W - LABEL_BITS:]),
+                in_rbank.eq(rbank_now),
+            ]
+            with m.If(batch_start):
+                m.d.sync += [outstanding.eq(outstanding + 1 - batch_done_now),
+                             in_first_batch.eq(0)]
+            with m.If(last_word):
+                m.d.sync += [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(in_row_epoch + 1)]
+                with m.If(last_of_batch):
+                    m.d.sync += [in_row_batch.eq(0), in_kpar.eq(~in_kpar)]
+                with m.Else():
+                    m.d.sync += in_row_batch.eq(in_row_batch + 1)
+                with m.If(last_of_epoch):
+                    m.d.sync += in_done.eq(1)
+            with m.Else():
+                m.d.sync += [in_wi.eq(in_wi + 1),
+                             in_rem.eq(Mux(in_rem > per_word, in_rem - per_word, 0))]
+        with m.If(~(accept & batch_start) & batch_done_now):
+            m.d.sync += outstanding.eq(outstanding - 1)
+
+        # --- S1: codes, table reads, snapshot reads ----------------------------------------------
+        s2_valid = Signal()
+        s2_meta = Signal(meta_layout)
+        m.d.sync += [s2_valid.eq(s1_valid), s2_meta.eq(s1_meta)]
+        s2_uni, s2_raw, s2_lane_ok = [], [], []
+        for j in range(L):
+            abits = ceil_log2(self.depths[j])
+            m.d.comb += snap_rd[j].addr.eq(Cat(s1_wi[:abits], s1_rbank))
+            k, nk = lane_codes(m, s1_word, j, W, fid, "A")
+            ok = Signal(name=f"s2_ok{j}")
+            uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}")
+            m.d.sync += [ok.eq(j < s1_cnt), uni.eq(uniform_value(nk, half, unsigned_levels))]
+            if tab_a[j] is not None:
+                m.d.comb += tab_a[j].addr.eq(k)
+            s2_lane_ok.append(ok)
+            s2_uni.append(uni)
+            if j < self.raw_lanes:
+                raw = Signal(signed(32), name=f"s2_raw{j}")
+                m.d.sync += raw.eq(Mux(j < s1_cnt, s1_word[32 * j:32 * (j + 1)], 0))
+                s2_raw.append(raw)
+
+        # --- S2: products ------------------------------------------------------------------------
+        prod_shape = signed(42)
+        t_valid = Signal()
+        t_meta = Signal(meta_layout)
+        m.d.sync += [t_valid.eq(s2_valid), t_meta.eq(s2_meta)]
+        prods, los = [], []
+        for j in range(L):
+            w_hat = snap_rd[j].data
+            va = Signal(VALUE_SHAPE, name=f"va{j}")
+            value = s2_uni[j]
+            if tab_a[j] is not None:
+                value = Mux(table_mode, tab_a[j].data, s2_uni[j])
+            m.d.comb += va.eq(Mux(s2_lane_ok[j], value, 0))
+            p = Signal(prod_shape, name=f"prod{j}")
+            code_p = shift_add_mul(w_hat, va)
+            if j < self.raw_lanes:
+                full = Signal(signed(64), name=f"rawprod{j}")
+                m.d.comb += full.eq(w_hat * s2_raw[j])
+                lo = Signal(_LO_SHIFT, name=f"lo{j}")
+                m.d.sync += [p.eq(Mux(is_raw, full >> _LO_SHIFT, code_p)),
+                             lo.eq(Mux(is_raw, full[:_LO_SHIFT], 0))]
+                los.append(lo)
+            else:
+                m.d.sync += p.eq(code_p)
+            prods.append(p)
+
+        # --- adder tree (TREE_LEVELS_PER_STAGE levels per register) ------------------------------
+        level = prods
+        tree_w = prod_shape.width
+        lo_sum = sum_tree(los)
+        lo_w = _LO_SHIFT + max(1, (len(los) - 1).bit_length()) + 1
+        stages = 0
+        while len(level) > 1 or stages == 0:
+            for _ in range(timing.TREE_LEVELS_PER_STAGE):
+                if len(level) > 1:
+                    tree_w += 1
+                    level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
+                             for i in range(0, len(level), 2)]
+            regs = []
+            for i, v in enumerate(level):
+                r = Signal(signed(tree_w), name=f"tree{stages}_{i}")
+                m.d.sync += r.eq(v)
+                regs.append(r)
+            level = regs
+            lo_reg = Signal(lo_w, name=f"lotree{stages}")
+            m.d.sync += lo_reg.eq(lo_sum)
+            lo_sum = lo_reg
+            stages += 1
+            t_meta_n = Signal(meta_layout, name=f"tmeta{stages}")
+            t_valid_n = Signal(name=f"tvalid{stages}")
+            m.d.sync += [t_meta_n.eq(t_meta), t_valid_n.eq(t_valid)]
+            t_meta, t_valid = t_meta_n, t_valid_n
+        assert stages == self.tree_stages, (stages, self.tree_stages)
+        tree_sum = level[0]
+
+        # --- row accumulator ---------------------------------------------------------------------
+        acc = Signal(signed(self.acc_width))
+        acc_lo = Signal(self.lo_width)
+        acc_next = Signal(signed(self.acc_width))
+        lo_next = Signal(self.lo_width)
+        m.d.comb += [acc_next.eq(Mux(t_meta.first, 0, acc) + tree_sum),
+                     lo_next.eq(Mux(t_meta.first, 0, acc_lo) + lo_sum)]
+        sc_valid = Signal()
+        sc_meta = Signal(meta_layout)
+        sc_sum = Signal(signed(self.acc_width))
+        sc_lo = Signal(self.lo_width)
+        m.d.sync += sc_valid.eq(t_valid & t_meta.last)
+        with m.If(t_valid):
+            m.d.sync += [acc.eq(acc_next), acc_lo.eq(lo_next)]
+            with m.If(t_meta.last):
+                m.d.sync += [sc_sum.eq(acc_next), sc_lo.eq(lo_next), sc_meta.eq(t_meta)]
+
+        # --- gradient scalar ---------------------------------------------------------------------
+        m.submodules.scalar = scalar = GradientScalar(
+            sum_width=self.acc_width, lo_width=self.lo_width, frac=VALUE_FRAC,
+            lo_shift=_LO_SHIFT)
+        m.d.comb += [scalar.i_valid.eq(sc_valid), scalar.i_sum.eq(sc_sum),
+                     scalar.i_lo.eq(sc_lo), scalar.i_label.eq(sc_meta.label),
+                     scalar.raw.eq(is_raw), scalar.loss.eq(cfg.loss), scalar.lr.eq(lr_e)]
+        c_meta = self._pipe(m, sc_meta, GradientScalar.LATENCY, "c_meta")
+
+        # --- U0: replay the row once c is known --------------------------------------------------
+        u_busy = Signal()
+        u_wi = Signal.like(in_wi)
+        u_rem = Signal(17)
+        row_layout = data.StructLayout({
+            "c": signed(32), "sat": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1})
+        u_row = Signal(row_layout)
+        u_first = scalar.o_valid
+        u_go = u_first | u_busy
+        wi0 = Mux(u_first, 0, u_wi)
+        rem0 = Mux(u_first, n, u_rem)
+        last0 = rem0 <= per_last
+        row_now = Signal(row_layout)
+        m.d.comb += row_now.eq(u_row)
+        with m.If(u_first):
+            m.d.comb += [row_now.c.eq(scalar.o_c), row_now.sat.eq(scalar.o_sat),
+                         row_now.last_of_batch.eq(c_meta.last_of_batch),
+                         row_now.last_of_epoch.eq(c_meta.last_of_epoch),
+                         row_now.wbank.eq(c_meta.wbank)]
+            m.d.sync += u_row.eq(row_now)
+        m.d.comb += replay.r_en.eq(u_go)
+        with m.If(u_go):
+            m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
+                     u_busy.eq(~last0)]
+
+        u1_valid, u1_last = Signal(), Signal()
+        u1_word = Signal(W)
+        u1_wi = Signal.like(in_wi)
+        u1_cnt = Signal(range(L + 1))
+        u1_row = Signal(row_layout)
+        m.d.sync += [u1_valid.eq(u_go), u1_word.eq(replay.r_data), u1_wi.eq(wi0),
+                     u1_cnt.eq(Mux(rem0 < per_word, rem0, per_word)), u1_last.eq(last0),
+                     u1_row.eq(row_now)]
+
+        # --- U1: codes of sample B ---------------------------------------------------------------
+        u2_valid, u2_last = Signal(), Signal()
+        u2_wi = Signal.like(in_wi)
+        u2_row = Signal(row_layout)
+        m.d.sync += [u2_valid.eq(u1_valid), u2_last.eq(u1_last), u2_wi.eq(u1_wi),
+                     u2_row.eq(u1_row)]
+        c_copies = []
+        for g in range(-(-L // _GROUP)):
+            cg = Signal(signed(32), name=f"c_copy{g}")
+            m.d.sync += cg.eq(u1_row.c)
+            c_copies.append(cg)
+        u2_uni, u2_raw, u2_ok = [], [], []
+        for j in range(L):
+            k, nk = lane_codes(m, u1_word, j, W, fid, "B")
+            ok = Signal(name=f"u2_ok{j}")
+            uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}")
+            m.d.sync += [ok.eq(j < u1_cnt), uni.eq(uniform_value(nk, half, unsigned_levels))]
+            if tab_b[j] is not None:
+                m.d.comb += tab_b[j].addr.eq(k)
+            u2_ok.append(ok)
+            u2_uni.append(uni)
+            if j < self.raw_lanes:
+                raw = Signal(signed(32), name=f"u2_raw{j}")
+                m.d.sync += raw.eq(u1_word[32 * j:32 * (j + 1)])
+                u2_raw.append(raw)
+
+        # --- U2: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------
+        u3_valid, u3_last = Signal(), Signal()
+        u3_wi = Signal.like(in_wi)
+        u3_row = Signal(row_layout)
+        m.d.sync += [u3_valid.eq(u2_valid), u3_last.eq(u2_last), u3_wi.eq(u2_wi),
+                     u3_row.eq(u2_row)]
+        deltas, u3_ok = [], []
+        for j in range(L):
+            c = c_copies[j // _GROUP]
+            vb = Signal(VALUE_SHAPE, name=f"vb{j}")
+            value = u2_uni[j]
+            if tab_b[j] is not None:
+                value = Mux(table_mode, tab_b[j].data, u2_uni[j])
+            m.d.comb += vb.eq(value)
+            shift = _DELTA_SHIFT + VALUE_FRAC
+            code_d = (shift_add_mul(c, vb) + (1 << (shift - 1))) >> shift
+            d = Signal(signed(30), name=f"delta{j}")
+            if j < self.raw_lanes:
+                rshift = _DELTA_SHIFT + RAW_FRAC
+                raw_d = (c * u2_raw[j] + (1 << (rshift - 1))) >> rshift
+                m.d.sync += d.eq(Mux(is_raw, raw_d, code_d))
+            else:
+                m.d.sync += d.eq(code_d)
+            ok = Signal(name=f"u3_ok{j}")
+            m.d.sync += ok.eq(u2_ok[j] & u2_valid)
+            deltas.append(d)
+            u3_ok.append(ok)
+
+        # --- U3: w = sat32(w - delta), written back ----------------------------------------------
+        row_sat = Signal()
+        lane_sat = []
+        new_w = []
+        for j in range(L):
+            w, flag = saturate(m, work_rd[j].data - deltas[j], MODEL_BITS, f"w{j}")
+            new_w.append(w)
+            lane_sat.append(flag & u3_ok[j])
+        any_sat = Cat(*lane_sat).any() | u3_row.sat
+        with m.If(u3_valid):
+            m.d.sync += row_sat.eq(Mux(u3_last, 0, row_sat | any_sat))
+        m.d.comb += [row_done_now.eq(u3_valid & u3_last),
+                     batch_done_now.eq(row_done_now & u3_row.last_of_batch),
+                     done_wbank.eq(u3_row.wbank)]
+
+        # --- model load / read-back --------------------------------------------------------------
+        ld_lane = Signal(range(L))
+        ld_addr = Signal.like(in_wi)
+        ld_cnt = Signal(16)
+        rb_lane = Signal(range(L))
+        rb_lane_d = Signal(range(L))
+        rb_addr = Signal.like(in_wi)
+        rb_cnt = Signal(16)
+        rb_valid = Signal()
+        loading = Signal()
+        reading = Signal()
+        rb_advance = ~rb_valid | self.o_model.ready
+        rb_issue = reading & rb_advance & (rb_cnt != n)
+        rb_finish = reading & rb_advance & (rb_cnt == n)
+        m.d.comb += [self.o_model.valid.eq(rb_valid),
+                     self.o_model.payload.eq(Array(r.data for r in work_rd)[rb_lane_d]),
+                     self.i_model.ready.eq(loading)]
+        with m.If(reading & rb_advance):
+            m.d.sync += rb_valid.eq(rb_issue)
+        with m.If(rb_issue):
+            m.d.sync += [rb_cnt.eq(rb_cnt + 1), rb_lane_d.eq(rb_lane)]
+            with m.If(rb_lane == per_word - 1):
+                m.d.sync += [rb_lane.eq(0), rb_addr.eq(rb_addr + 1)]
+            with m.Else():
+                m.d.sync += rb_lane.eq(rb_lane + 1)
+        ld_fire = self.i_model.valid & loading
+        with m.If(ld_fire):
+            m.d.sync += ld_cnt.eq(ld_cnt + 1)
+            with m.If(ld_lane == per_word - 1):
+                m.d.sync += [ld_lane.eq(0), ld_addr.eq(ld_addr + 1)]
+            with m.Else():
+                m.d.sync += ld_lane.eq(ld_lane + 1)
+
+        for j in range(L):
+            abits = ceil_log2(self.depths[j])
+            with m.If(loading):
+                m.d.comb += [
+                    work_wr[j].addr.eq(ld_addr), work_wr[j].data.eq(self.i_model.payload),
+                    work_wr[j].en.eq(ld_fire & (ld_lane == j)),
+                    snap_wr[j].addr.eq(Cat(ld_addr[:abits], epoch_bank)),
+                    snap_wr[j].data.eq(self.i_model.payload),
+                    snap_wr[j].en.eq(ld_fire & (ld_lane == j)),
+                ]
+            with m.Else():
+                m.d.comb += [
+                    work_wr[j].addr.eq(u3_wi), work_wr[j].data.eq(new_w[j]),
+                    work_wr[j].en.eq(u3_ok[j]),
+                    snap_wr[j].addr.eq(Cat(u3_wi[:abits], u3_row.wbank)),
+                    snap_wr[j].data.eq(new_w[j]),
+                    snap_wr[j].en.eq(u3_ok[j] & u3_row.last_of_batch),
+                ]
+            with m.If(reading):
+                m.d.comb += [work_rd[j].addr.eq(rb_addr), work_rd[j].en.eq(rb_issue)]
+            with m.Else():
+                m.d.comb += [work_rd[j].addr.eq(u2_wi), work_rd[j].en.eq(1)]
+
+        # --- counters and the run's state machine ------------------------------------------------
+        last_epoch = self.epochs + 1 == cfg.epochs
+        with m.If(row_done_now):
+            m.d.sync += [self.rows.eq(self.rows + 1),
+                         self.saturated.eq(self.saturated + (row_sat | any_sat))]
+        m.d.comb += epoch_done_now.eq(row_done_now & u3_row.last_of_epoch)
+
+        def reset_run():
+            return [self.rows.eq(0), self.saturated.eq(0), self.epochs.eq(0), self.cycles.eq(0),
+                    lr_shift.eq(0), decay_cnt.eq(0), outstanding.eq(0), *restart_input()]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += reset_run()
+                    m.next = "RUN"
+                with m.Elif(self.load):
+                    m.d.sync += [epoch_bank.eq(0), ld_cnt.eq(0), ld_lane.eq(0), ld_addr.eq(0)]
+                    m.next = "LOAD"
+                with m.Elif(self.read):
+                    m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0), rb_valid.eq(0)]
+                    m.next = "READ"
+            with m.State("LOAD"):
+                m.d.comb += [loading.eq(1), self.busy.eq(1)]
+                with m.If(ld_fire & (ld_cnt == n - 1)):
+                    m.next = "IDLE"
+            with m.State("READ"):
+                m.d.comb += [reading.eq(1), self.busy.eq(1)]
+                with m.If(rb_finish):
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                m.d.comb += [running.eq(1), self.busy.eq(1)]
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(accept & last_word & last_of_epoch):
+                    m.next = "DRAIN"
+            with m.State("DRAIN"):
+                m.d.comb += self.busy.eq(1)
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(epoch_done_now):
+                    m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(done_wbank),
+                                 *restart_input()]
+                    with m.If(cfg.lr_decay_epochs != 0):
+                        with m.If(decay_cnt + 1 == cfg.lr_decay_epochs):
+                            m.d.sync += [decay_cnt.eq(0),
+                                         lr_shift.eq(Mux(lr_shift == 63, 63, lr_shift + 1))]
+                        with m.Else():
+                            m.d.sync += decay_cnt.eq(decay_cnt + 1)
+                    with m.If(cfg.snapshots):
+                        m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0),
+                                     rb_valid.eq(0)]
+                        m.next = "SNAP"
+                    with m.Elif(last_epoch):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "RUN"
+            with m.State("SNAP"):
+                m.d.comb += [reading.eq(1), self.busy.eq(1)]
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(rb_finish):
+                    with m.If(self.epochs == cfg.epochs):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "RUN"
+        return m
+
+    @property
+    def capabilities(self):
+        """What this build supports, for a system top to report."""
+        return {"width": self.width, "n_max": self.n_max, "max_table_bits": self.max_table_bits,
+                "encodings": [e.name for e in Encoding], "raw_lanes": self.raw_lanes}

@@ -1,0 +1,149 @@
+"""The gradient-scalar stage: dot-product sum and label in, update scalar c out (NUMERICS.md
+section 4, steps 1 to 4), five registered stages.
+"""
+
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import memory, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..contract import (
+    LABEL_BITS,
+    LR_BITS,
+    LR_FRAC,
+    MODEL_BITS,
+    MODEL_FRAC,
+    SCALAR_BITS,
+    SCALAR_FRAC,
+    SIGMOID_ENTRIES,
+    SIGMOID_STEP_LOG2,
+    Loss,
+    sat_limits,
+    sigmoid_table,
+)
+
+__all__ = ["GradientScalar", "saturate"]
+
+
+def saturate(m, value, bits, name):
+    """Comb: ``value`` clamped to ``bits`` signed bits; returns (clamped signal, saturated flag)."""
+    lo, hi = sat_limits(bits)
+    out = Signal(signed(bits), name=name)
+    flag = Signal(name=f"{name}_sat")
+    with m.If(value > hi):
+        m.d.comb += [out.eq(hi), flag.eq(1)]
+    with m.Elif(value < lo):
+        m.d.comb += [out.eq(lo), flag.eq(1)]
+    with m.Else():
+        m.d.comb += out.eq(value)
+    return out, flag
+
+
+class GradientScalar(wiring.Component):
+    """``c = sat32(round(g(D, y) * lr / 2**18))`` from the exact dot-product sum of one row.
+
+    The sum arrives in two parts: ``i_sum`` (signed, ``frac`` fractional bits) and, for RAW rows,
+    ``i_lo``: the sum of the product bits below ``frac`` (``lo_shift`` bits per term, unsigned),
+    so the exact sum is ``i_sum * 2**lo_shift + i_lo`` with ``frac + lo_shift`` fractional bits.
+
+    Parameters
+    ----------
+    sum_width : int
+        Bits of ``i_sum``.
+    lo_width : int
+        Bits of ``i_lo``.
+    frac : int
+        Fractional bits of ``i_sum``.
+    lo_shift : int
+
+    Members
+    -------
+    i_valid : In(1)
+    i_sum : In(signed(sum_width))
+    i_lo : In(lo_width)
+    i_label : In(signed(LABEL_BITS))
+    raw : In(1)
+        Add ``floor(i_lo / 2**lo_shift)`` to the sum (RAW rows).
+    loss : In(2)
+        A :class:`~zipml.contract.Loss`.
+    lr : In(LR_BITS)
+        The learning rate of the current epoch.
+    o_valid : Out(1)
+        High :attr:`LATENCY` cycles after ``i_valid``.
+    o_c : Out(signed(SCALAR_BITS))
+    o_sat : Out(1)
+        g or c saturated.
+    """
+
+    LATENCY = 5
+
+    def __init__(self, *, sum_width, lo_width, frac, lo_shift):
+        self.sum_width, self.lo_width = sum_width, lo_width
+        self.frac, self.lo_shift = frac, lo_shift
+        super().__init__({
+            "i_valid": In(1), "i_sum": In(signed(sum_width)), "i_lo": In(lo_width),
+            "i_label": In(signed(LABEL_BITS)), "raw": In(1), "loss": In(2),
+            "lr": In(LR_BITS),
+            "o_valid": Out(1), "o_c": Out(signed(SCALAR_BITS)), "o_sat": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        one = 1 << MODEL_FRAC
+        sig_shift = MODEL_FRAC - SIGMOID_STEP_LOG2
+        c_shift = MODEL_FRAC + LR_FRAC - SCALAR_FRAC
+        half = SIGMOID_ENTRIES // 2
+
+        m.submodules.sigmoid = rom = memory.Memory(
+            shape=unsigned(MODEL_FRAC + 1), depth=SIGMOID_ENTRIES, init=sigmoid_table())
+        rom_rd = rom.read_port()
+
+        # C0: D = floor(S / 2**f), the RAW remainder folded in.
+        v0 = Signal()
+        d0 = Signal(signed(self.sum_width - self.frac + 1))
+        y0 = Signal(signed(LABEL_BITS))
+        lo_carry = Mux(self.raw, self.i_lo >> self.lo_shift, 0)
+        m.d.sync += [v0.eq(self.i_valid), y0.eq(self.i_label),
+                     d0.eq((self.i_sum + lo_carry) >> self.frac)]
+
+        # C1: the loss functions' operands; the sigmoid ROM is read.
+        v1, s1, hinge1 = Signal(), Signal(), Signal()
+        g_sq1 = Signal(signed(MODEL_BITS))
+        sat1 = Signal()
+        g_sq, sq_sat = saturate(m, d0 - y0, MODEL_BITS, "g_sq")
+        s = y0 > 0
+        sd = Signal(signed(len(d0) + 1))
+        m.d.comb += sd.eq(Mux(s, d0, -d0))
+        t = Signal(signed(len(sd) + 1))
+        m.d.comb += t.eq((-sd) >> sig_shift)
+        idx = Signal(range(SIGMOID_ENTRIES))
+        with m.If(t < -half):
+            m.d.comb += idx.eq(0)
+        with m.Elif(t >= half):
+            m.d.comb += idx.eq(SIGMOID_ENTRIES - 1)
+        with m.Else():
+            m.d.comb += idx.eq(t + half)
+        m.d.comb += rom_rd.addr.eq(idx)
+        m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(sd < one), g_sq1.eq(g_sq),
+                     sat1.eq(sq_sat & (self.loss == Loss.SQUARED))]
+
+        # C2: g by loss.
+        v2, sat2 = Signal(), Signal()
+        g2 = Signal(signed(MODEL_BITS))
+        m.d.sync += [v2.eq(v1), sat2.eq(sat1)]
+        with m.Switch(self.loss):
+            with m.Case(Loss.LOGISTIC):
+                m.d.sync += g2.eq(Mux(s1, -rom_rd.data, rom_rd.data))
+            with m.Case(Loss.HINGE):
+                m.d.sync += g2.eq(Mux(hinge1, Mux(s1, -one, one), 0))
+            with m.Default():
+                m.d.sync += g2.eq(g_sq1)
+
+        # C3: g * lr (a wide product: left to the hard multipliers).
+        v3, sat3 = Signal(), Signal()
+        p3 = Signal(signed(MODEL_BITS + LR_BITS + 1))
+        m.d.sync += [v3.eq(v2), sat3.eq(sat2), p3.eq(g2 * self.lr.as_unsigned())]
+
+        # C4: c = sat32(round(p / 2**18)).
+        c, c_sat = saturate(m, (p3 + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
+        m.d.sync += [self.o_valid.eq(v3), self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]
+        return m

@@ -1,0 +1,77 @@
+"""The pipeline's cycle model: exact cycle counts of a training run (``zipml.hw.pipeline``).
+
+The gateware is built to these constants and the RTL tests assert the counts they predict,
+assuming the input stream always offers a word and the model sink is always ready. Cycles are
+counted while the pipeline runs (``busy``), from the cycle after ``start``.
+
+The schedule, per row of R words:
+
+- the input accepts one word per cycle; a row's words are back to back;
+- the first word of batch k (k >= 1 + delay in its epoch) waits for the cycle in which the last
+  word of batch k - 1 - delay is written back (:func:`dot_latency` + R - 1 +
+  :data:`UPDATE_WRITE` cycles after that batch's last input word); this is the only per-batch
+  overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + UPDATE_WRITE - 1``;
+- an epoch ends when its last row is written back; the next epoch's first word is accepted
+  :data:`EPOCH_GAP` cycles later, plus ``n + 1`` when the pipeline streams a snapshot of the
+  model after every epoch.
+"""
+
+from zipml import contract
+
+__all__ = ["FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
+           "UPDATE_WRITE", "EPOCH_GAP", "tree_stages", "dot_latency", "run_cycles",
+           "efficiency"]
+
+#: Accept (S0), decode (S1: codes, table and snapshot reads), multiply (S2).
+FRONT_STAGES = 3
+#: Adder-tree levels between two registers.
+TREE_LEVELS_PER_STAGE = 2
+#: The per-row accumulator.
+ACC_STAGES = 1
+#: Gradient scalar: D, loss operands, g, g * lr, c (``zipml.hw.scalar.GradientScalar``).
+SCALAR_STAGES = 5
+#: From popping a replayed word (U0) to writing its lanes back (U3).
+UPDATE_WRITE = 3
+#: Cycles from an epoch's last write-back to accepting the next epoch's first word.
+EPOCH_GAP = 1
+
+
+def tree_stages(width):
+    """Registered stages of the adder tree over the ``width`` lanes of a word."""
+    levels = max(1, (width - 1).bit_length())
+    return -(-levels // TREE_LEVELS_PER_STAGE)
+
+
+def dot_latency(width):
+    """Cycles from accepting a row's last word to popping its first word for the update."""
+    return FRONT_STAGES + tree_stages(width) + ACC_STAGES + SCALAR_STAGES
+
+
+def run_cycles(width, config, epochs, snapshots=False):
+    """Busy cycles of a run of ``epochs`` epochs of ``config`` (a ``TrainConfig``)."""
+    r = contract.row_words(width, config.fmt, config.n_features)
+    lat = dot_latency(width)
+    t = 1                                   # the first cycle a word can be accepted
+    last = 0
+    for _ in range(epochs):
+        written = []                        # per batch: the cycle its last word is written
+        left, k = config.rows_per_epoch, 0
+        while left:
+            rows = min(config.batch, left)
+            dep = k - 1 - config.delay
+            if dep >= 0:
+                t = max(t, written[dep])
+            last_word = t + rows * r - 1
+            written.append(last_word + lat + r - 1 + UPDATE_WRITE)
+            t = last_word + 1
+            left -= rows
+            k += 1
+        last = written[-1] + (config.n_features + 1 if snapshots else 0)
+        t = last + EPOCH_GAP
+    return last
+
+
+def efficiency(width, config, epochs=1, snapshots=False):
+    """Input words over busy cycles: 1.0 means one word every cycle."""
+    r = contract.row_words(width, config.fmt, config.n_features)
+    return config.rows_per_epoch * r * epochs / run_cycles(width, config, epochs, snapshots)
