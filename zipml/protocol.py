@@ -35,12 +35,76 @@ Resynchronisation (the same rules in gateware and in :class:`FrameDecoder`):
   ``seq`` as received (they may themselves be corrupted: a host only trusts a response whose
   ``seq`` it is waiting for, and retries on BAD_CRC or on its own timeout). A frame that fails
   its checks leaves no trace in device state. Runts, escape errors and timeouts get no answer.
-- A retried command reaches the device twice if only the response was lost; commands that are
-  not idempotent (TRAIN_STREAM, STORE_DATA, RUN_EPOCHS) should be recognised by the device as
-  a repeat of the last ``seq`` and answered again without being executed again.
+- A retried command reaches the device twice if only the response was lost. The device keeps
+  the last request's ``cmd`` and ``seq`` and its response: a good request with the same ``cmd``
+  and ``seq`` is a *retry*, answered with the cached response and not executed again (so retries
+  of TRAIN_STREAM, STORE_DATA, LOAD_MODEL and RUN_EPOCHS are safe). Frames rejected by the checks
+  above are never cached. A host therefore uses a new ``seq`` for every new request (it counts
+  modulo 256) and opens a session with IDENTIFY, which is harmless to repeat and makes the
+  session's next request fresh whatever the device saw last.
 
 Every frame is checked by the CRC, so a frame that survives has passed CRC-16 with Hamming
 distance 4 as long as its body stays within 32,751 bits: hence :data:`MAX_PAYLOAD`.
+
+Commands
+--------
+Payload layouts are the :class:`amaranth.lib.data.Struct` classes below, sent least significant
+byte first (:func:`pack_struct`, :func:`unpack_struct`); the gateware parses them with the same
+classes. A *word* is W/8 bytes, little endian (limb 0 first); model words are int32, level table
+entries int16, both little endian. Error responses (any status but OK) have an empty payload.
+
+============  ===============================================  ==========================
+command       request payload                                  OK response payload
+============  ===============================================  ==========================
+IDENTIFY      empty                                            :class:`IdentifyReply`
+CONFIGURE     :class:`ConfigureRequest`                        empty
+LOAD_MODEL    :class:`ModelOffset` + int32 words               empty
+READ_MODEL    :class:`ReadModelRequest`                        ``count`` int32 words
+LOAD_LEVELS   int16 entries (the whole table, 2**b entries)    empty
+TRAIN_STREAM  whole words of packed rows                       :class:`TrainStreamReply`
+STORE_DATA    :class:`StoreDataHeader` + words                 :class:`StoreDataReply`
+RUN_EPOCHS    :class:`RunEpochsRequest`                        empty
+READ_STATUS   empty                                            :class:`StatusReply`
+RESET         empty                                            empty
+============  ===============================================  ==========================
+
+- CONFIGURE validates every field before changing anything: ``n_features`` above ``n_max`` is
+  TOO_LARGE; an encoding, level mode, loss, ``bits`` or ``batch`` the device does not support,
+  ``n_features``, ``rows_per_epoch`` or ``lr`` of 0, a TABLE mode with fewer than 2 bits or
+  ``delay`` > 1 is BAD_CONFIG. On success the model is zeroed, the counters cleared and the
+  stream starts at row 0 of epoch 0; the level table and the stored data are kept.
+- LOAD_MODEL writes words ``offset ..``; READ_MODEL reads ``count`` words from ``offset``; both
+  need ``offset + count <= n_features`` (BAD_ARGUMENT) and READ_MODEL's reply must fit the
+  device's payload limit (TOO_LARGE).
+- LOAD_LEVELS takes a table of 4 .. 2**max_bits entries, a power of two, strictly increasing,
+  each within ±TABLE_MAX (BAD_ARGUMENT otherwise; BAD_CONFIG if the device has no tables).
+- TRAIN_STREAM's payload is whole words (BAD_LENGTH otherwise); a row may span frames. The reply
+  carries the rows and epochs completed so far, which may lag the words sent while the pipeline
+  drains (the state is then BUSY). Epochs end every ``rows_per_epoch`` rows; the host reads the
+  model between frames to take a snapshot.
+- STORE_DATA writes words at word ``offset`` of the resident memory; ``offset`` must not exceed
+  the stored words (no holes: BAD_ARGUMENT) and ``offset + count`` must fit ``memory_words``
+  (TOO_LARGE). The stored data then ends at ``offset + count``: writing at 0 starts a new set.
+- RUN_EPOCHS trains ``epochs`` (>= 1, else BAD_ARGUMENT) epochs over the stored words, which must
+  hold exactly one epoch of rows, at an epoch boundary of the stream (BAD_STATE otherwise). It
+  answers at once; the device is BUSY until done and the host polls READ_STATUS.
+- READ_STATUS reports the state, counters and the last error; RESET returns to the power-up
+  state (unconfigured, no table, no stored data, counters zero).
+
+State machine
+-------------
+:class:`DeviceState` UNCONFIGURED (power-up, after RESET), IDLE (configured, at an epoch
+boundary), STREAMING (configured, inside an epoch of TRAIN_STREAM rows) and BUSY (training that
+the host waits for). Allowed commands, BAD_STATE otherwise:
+
+- any state: IDENTIFY, READ_STATUS, RESET;
+- not BUSY: CONFIGURE, LOAD_LEVELS, STORE_DATA;
+- IDLE or STREAMING: LOAD_MODEL, READ_MODEL, TRAIN_STREAM (a TABLE format also needs a loaded
+  table of 2**b entries);
+- IDLE: RUN_EPOCHS (also needs the table, as above).
+
+A request refused with any status leaves the device's state as it was; READ_STATUS reports the
+refusal in ``last_error`` and ``last_error_cmd`` until the next RESET.
 """
 
 from dataclasses import dataclass
@@ -48,11 +112,17 @@ from dataclasses import dataclass
 from amaranth.lib import data, enum
 from amaranth.lib.crc import catalog
 
+from . import contract
+
 __all__ = [
     "FEND", "FESC", "TFEND", "TFESC", "CRC", "CRC_BYTES", "REQUEST_HEADER_BYTES",
     "RESPONSE_HEADER_BYTES", "MAX_PAYLOAD", "RX_TIMEOUT", "Cmd", "Status", "Header",
     "crc16", "stuff", "encode_frame", "encode_response", "Frame", "FrameDecoder",
-    "decode_frame",
+    "decode_frame", "MAGIC", "PROTOCOL_VERSION", "MODEL_WORD_BYTES", "LEVEL_ENTRY_BYTES",
+    "DeviceState", "ConfigureRequest", "IdentifyReply", "ModelOffset", "ReadModelRequest",
+    "TrainStreamReply", "StoreDataHeader", "StoreDataReply", "RunEpochsRequest", "StatusReply",
+    "REQUEST_LAYOUTS", "REPLY_LAYOUTS", "struct_bytes", "pack_struct", "unpack_struct",
+    "word_bytes", "to_bitmap", "from_bitmap",
 ]
 
 #: Frame delimiter, escape byte, and the transposed bytes that follow an escape.
@@ -323,3 +393,252 @@ def decode_frame(encoded, *, response=False):
     if len(frames) != 1:
         raise ValueError(f"expected one good frame, decoded {len(frames)}")
     return frames[0]
+
+
+# --- command payloads ---------------------------------------------------------------------------
+
+#: IDENTIFY's ``magic``: the bytes ``ZipM``.
+MAGIC = int.from_bytes(b"ZipM", "little")
+
+#: Bumped whenever a layout or a command's meaning changes.
+PROTOCOL_VERSION = 1
+
+#: Bytes per model word (int32) and per level table entry (int16) in payloads.
+MODEL_WORD_BYTES = contract.MODEL_BITS // 8
+LEVEL_ENTRY_BYTES = 2
+
+
+class DeviceState(enum.Enum, shape=8):
+    """The device's state, as READ_STATUS reports it (see the module docstring)."""
+    UNCONFIGURED = 0
+    IDLE = 1
+    STREAMING = 2
+    BUSY = 3
+
+
+class ConfigureRequest(data.Struct):
+    """CONFIGURE's payload: a :class:`zipml.sim.golden.TrainConfig`.
+
+    Members
+    -------
+    n_features, batch : unsigned(16)
+    rows_per_epoch : unsigned(32)
+    lr : unsigned(24)
+        ``contract.LR_FRAC`` fractional bits.
+    encoding, bits, levels, loss : unsigned(8)
+        :class:`~zipml.contract.Encoding`, b, :class:`~zipml.contract.LevelMode`,
+        :class:`~zipml.contract.Loss`.
+    delay : unsigned(8)
+    lr_decay_epochs : unsigned(16)
+    """
+    n_features: 16
+    batch: 16
+    rows_per_epoch: 32
+    lr: contract.LR_BITS
+    encoding: 8
+    bits: 8
+    levels: 8
+    loss: 8
+    delay: 8
+    lr_decay_epochs: 16
+
+
+class IdentifyReply(data.Struct):
+    """IDENTIFY's reply: what this device (this build) can do.
+
+    Members
+    -------
+    magic : unsigned(32)
+        :data:`MAGIC`.
+    version : unsigned(8)
+        :data:`PROTOCOL_VERSION`.
+    encodings, level_modes, losses : unsigned(8)
+        Bitmaps of the supported :class:`~zipml.contract.Encoding`,
+        :class:`~zipml.contract.LevelMode` (bit TABLE: level tables) and
+        :class:`~zipml.contract.Loss` values (bit ``1 << value``).
+    max_bits : unsigned(8)
+        Largest b.
+    width : unsigned(16)
+        W, bits per stream word.
+    n_max, batch_max : unsigned(16)
+    max_payload : unsigned(16)
+        The largest request payload the device accepts (at most :data:`MAX_PAYLOAD`).
+    memory_words : unsigned(32)
+        Resident memory for STORE_DATA, in W-bit words (0: none).
+    clock_hz, baud : unsigned(32)
+        Core clock; UART baud rate (0 for other links).
+    build_id : unsigned(32)
+        Identifies the bitstream (e.g. a commit hash prefix).
+    """
+    magic: 32
+    version: 8
+    encodings: 8
+    level_modes: 8
+    losses: 8
+    max_bits: 8
+    width: 16
+    n_max: 16
+    batch_max: 16
+    max_payload: 16
+    memory_words: 32
+    clock_hz: 32
+    baud: 32
+    build_id: 32
+
+
+class ModelOffset(data.Struct):
+    """LOAD_MODEL's header; int32 model words follow."""
+    offset: 16
+
+
+class ReadModelRequest(data.Struct):
+    """READ_MODEL's request: ``count`` model words from ``offset``."""
+    offset: 16
+    count: 16
+
+
+class TrainStreamReply(data.Struct):
+    """TRAIN_STREAM's reply: rows and epochs completed since CONFIGURE."""
+    rows: 32
+    epochs: 32
+
+
+class StoreDataHeader(data.Struct):
+    """STORE_DATA's header (a word offset into resident memory); W-bit words follow."""
+    offset: 32
+
+
+class StoreDataReply(data.Struct):
+    """STORE_DATA's reply: the words the resident memory now holds."""
+    stored_words: 32
+
+
+class RunEpochsRequest(data.Struct):
+    """RUN_EPOCHS's request."""
+    epochs: 32
+
+
+class StatusReply(data.Struct):
+    """READ_STATUS's reply.
+
+    Members
+    -------
+    state : DeviceState
+    last_error : Status
+        The last refusal's status (OK if none since RESET).
+    last_error_cmd : unsigned(8)
+        The command it refused.
+    flags : unsigned(8)
+        Bit 0: a level table is loaded.
+    rows, epochs, saturated_rows : unsigned(32)
+        The counters since CONFIGURE.
+    stored_words : unsigned(32)
+        Words in resident memory.
+    epochs_left : unsigned(32)
+        Epochs of the current RUN_EPOCHS still to run.
+    cycles : unsigned(64)
+        Core clock cycles spent training since CONFIGURE.
+    """
+    state: DeviceState
+    last_error: Status
+    last_error_cmd: 8
+    flags: 8
+    rows: 32
+    epochs: 32
+    saturated_rows: 32
+    stored_words: 32
+    epochs_left: 32
+    cycles: 64
+
+
+#: Fixed-size request layouts (the whole payload, or the header before the words).
+REQUEST_LAYOUTS = {
+    Cmd.CONFIGURE: ConfigureRequest, Cmd.LOAD_MODEL: ModelOffset,
+    Cmd.READ_MODEL: ReadModelRequest, Cmd.STORE_DATA: StoreDataHeader,
+    Cmd.RUN_EPOCHS: RunEpochsRequest,
+}
+
+#: Fixed-size OK reply layouts.
+REPLY_LAYOUTS = {
+    Cmd.IDENTIFY: IdentifyReply, Cmd.TRAIN_STREAM: TrainStreamReply,
+    Cmd.STORE_DATA: StoreDataReply, Cmd.READ_STATUS: StatusReply,
+}
+
+
+def struct_bytes(layout):
+    """Bytes a layout occupies on the wire (layouts are whole bytes)."""
+    size = data.Layout.cast(layout).size
+    assert size % 8 == 0, f"{layout!r} is not a whole number of bytes"
+    return size // 8
+
+
+def _fields(layout):
+    return list(data.Layout.cast(layout))
+
+
+def pack_struct(layout, **fields):
+    """The bytes of ``layout`` with ``fields`` (every field, by name), little endian.
+
+    Enum fields take members or ints. Raises ValueError for a missing, unknown or out-of-range
+    field.
+    """
+    value = 0
+    names = set()
+    for name, field in _fields(layout):
+        names.add(name)
+        if name not in fields:
+            raise ValueError(f"{layout.__name__}: missing field {name!r}")
+        v = _int(fields[name])
+        lo, hi = (-(1 << (field.width - 1)), (1 << (field.width - 1)) - 1) \
+            if _signed(field.shape) else (0, (1 << field.width) - 1)
+        if not lo <= v <= hi:
+            raise ValueError(f"{layout.__name__}.{name} = {v} does not fit {field.width} bits")
+        value |= (v & ((1 << field.width) - 1)) << field.offset
+    unknown = set(fields) - names
+    if unknown:
+        raise ValueError(f"{layout.__name__}: unknown fields {sorted(unknown)}")
+    return value.to_bytes(struct_bytes(layout), "little")
+
+
+def unpack_struct(layout, raw):
+    """The fields of ``layout`` from ``raw`` (exactly its size) as a dict.
+
+    Fields with an :class:`amaranth.lib.enum.Enum` shape come back as members when the value is
+    known, as ints otherwise.
+    """
+    raw = bytes(raw)
+    if len(raw) != struct_bytes(layout):
+        raise ValueError(f"{layout.__name__} is {struct_bytes(layout)} bytes, got {len(raw)}")
+    value = int.from_bytes(raw, "little")
+    out = {}
+    for name, field in _fields(layout):
+        v = (value >> field.offset) & ((1 << field.width) - 1)
+        if _signed(field.shape) and v >> (field.width - 1):
+            v -= 1 << field.width
+        if isinstance(field.shape, type) and issubclass(field.shape, enum.Enum):
+            v = _as(field.shape, v)
+        out[name] = v
+    return out
+
+
+def _signed(shape):
+    from amaranth.hdl import Shape
+    return Shape.cast(shape).signed
+
+
+def word_bytes(width):
+    """Bytes of one W-bit stream word in a payload."""
+    return width // 8
+
+
+def to_bitmap(members):
+    """A bitmap with bit ``int(m)`` set for each member."""
+    bits = 0
+    for m in members:
+        bits |= 1 << _int(m)
+    return bits
+
+
+def from_bitmap(enum_cls, bits):
+    """The members of ``enum_cls`` whose bits are set."""
+    return [m for m in enum_cls if bits >> _int(m) & 1]
