@@ -215,7 +215,8 @@ class InProcessTransport(Transport):
 
 class FaultyTransport(Transport):
     """Wraps a transport and corrupts bytes in both directions: seeded random bit flips, dropped
-    bytes and duplicated bytes, each with probability ``rate`` per byte.
+    bytes and duplicated bytes, each with probability ``rate`` per byte sent (``rx_rate`` per
+    byte received; ``rate`` when None).
 
     Members
     -------
@@ -224,10 +225,9 @@ class FaultyTransport(Transport):
         ``rx_``).
     """
 
-    def __init__(self, inner, rate, *, seed=0, tx=True, rx=True):
+    def __init__(self, inner, rate, *, rx_rate=None, seed=0):
         self.inner = inner
-        self.rate = rate
-        self.tx, self.rx = tx, rx
+        self.rates = {"tx": rate, "rx": rate if rx_rate is None else rx_rate}
         self._rng = np.random.default_rng(seed)
         self.faults = {f"{d}_{k}": 0 for d in ("tx", "rx")
                        for k in ("flipped", "dropped", "duplicated")}
@@ -236,26 +236,26 @@ class FaultyTransport(Transport):
         if not data:
             return data
         buf = np.frombuffer(data, np.uint8).copy()
+        rate = self.rates[direction]
         u = self._rng.random((len(buf), 3))
-        flip = u[:, 0] < self.rate
+        flip = u[:, 0] < rate
         buf[flip] ^= (1 << self._rng.integers(0, 8, int(flip.sum()))).astype(np.uint8)
         repeat = np.ones(len(buf), np.int64)
-        repeat[u[:, 1] < self.rate] = 0
-        repeat[(u[:, 2] < self.rate) & (repeat == 1)] = 2
+        repeat[u[:, 1] < rate] = 0
+        repeat[(u[:, 2] < rate) & (repeat == 1)] = 2
         self.faults[f"{direction}_flipped"] += int(flip.sum())
         self.faults[f"{direction}_dropped"] += int((repeat == 0).sum())
         self.faults[f"{direction}_duplicated"] += int((repeat == 2).sum())
         return np.repeat(buf, repeat).tobytes()
 
     def write(self, data):
-        self.inner.write(self._corrupt(bytes(data), "tx") if self.tx else data)
+        self.inner.write(self._corrupt(bytes(data), "tx"))
 
     def read(self, max_bytes, timeout):
-        data = self.inner.read(max_bytes, timeout)
-        return self._corrupt(data, "rx") if self.rx else data
+        return self._corrupt(self.inner.read(max_bytes, timeout), "rx")
 
     def close(self):
         self.inner.close()
 
     def __repr__(self):
-        return f"FaultyTransport({self.inner!r}, rate={self.rate})"
+        return f"FaultyTransport({self.inner!r}, rates={self.rates})"
