@@ -415,3 +415,24 @@ def test_serve_tcp_one_client_at_a_time_and_stops_cleanly():
     assert threading.active_count() == threads
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", server.port), timeout=2).close()
+
+
+def test_fast_crc_and_decoder_agree_with_the_definitions():
+    rng = random.Random(7)
+    for length in (0, 1, 2, 3, 31, 500):
+        body = rng.randbytes(length)
+        assert protocol.crc16(body) == protocol.CRC.compute(body)
+    # Frames full of escapes, fed in random chunks, decode as when fed byte by byte.
+    frames = [encode_frame(Cmd.STORE_DATA, i, bytes(rng.choice([0xC0, 0xDB, 0xDC, 7])
+                                                    for _ in range(rng.randrange(40))))
+              for i in range(30)]
+    stream = b"".join(frames[:10]) + b"\xdb\x01junk" + b"".join(frames[10:])
+    one = protocol.FrameDecoder()
+    expected = [f for b in stream for f in one.feed(bytes([b]))]
+    chunked, pos, got = protocol.FrameDecoder(), 0, []
+    while pos < len(stream):
+        step = rng.randrange(1, 60)
+        got += chunked.feed(stream[pos:pos + step])
+        pos += step
+    assert got == expected and len(got) == 30
+    assert chunked.stats == one.stats
