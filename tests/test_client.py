@@ -25,6 +25,7 @@ from zipml.host.transport import (
     FaultyTransport,
     InProcessTransport,
     SerialTransport,
+    Transport,
     XdmaTransport,
     xdma_paths,
 )
@@ -235,7 +236,7 @@ def test_dead_device_times_out_and_leaves_nothing_open():
     assert threading.active_count() == threads and fd_count() == fds
 
 
-class _Cut(InProcessTransport):
+class _Cut(Transport):
     """The link goes dead after ``writes`` writes."""
 
     def __init__(self, inner, writes):
