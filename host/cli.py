@@ -46,6 +46,9 @@ def build_parser():
         prog="zipml", description="Low-precision SGD with double sampling, on FPGA hardware.")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_train_arguments(sub.add_parser("train", help="train a linear model on a device"))
+    info = sub.add_parser("info", help="print a device's capabilities")
+    info.add_argument("--device", default="inproc", help=f"which device: {DEVICE_HELP}")
+    info.add_argument("--timeout", type=float, default=2.0, help="seconds per response")
     demo = sub.add_parser("demo", help="train on diabetes at several precisions, print a table")
     demo.add_argument("--device", default="golden")
     demo.add_argument("--epochs", type=int, default=15)
@@ -77,7 +80,7 @@ def run_train(args):
                        lr_decay_epochs=args.lr_decay_epochs, batch=args.batch,
                        delay=args.delay, seed=args.seed)
         elapsed = time.perf_counter() - start
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, OSError) as exc:   # DeviceError is a ValueError
         raise SystemExit(f"zipml: {exc}") from None
     for epoch, value in enumerate(result.loss_curve):
         print(f"epoch {epoch:3d}  loss {value:.6f}")
@@ -93,6 +96,23 @@ def run_train(args):
         out["seconds"] = elapsed
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+    return 0
+
+
+def run_info(args):
+    try:
+        device = open_device(args.device, timeout=args.timeout)
+        if not hasattr(device, "identify"):
+            raise ValueError(f"{args.device!r} is not a device that answers IDENTIFY; "
+                             "try inproc, socket://HOST:PORT or a serial port")
+        with device:
+            info = device.identify()
+    except (ValueError, OSError) as exc:
+        raise SystemExit(f"zipml: {exc}") from None
+    for key, value in info.items():
+        if isinstance(value, (list, tuple)):
+            value = ", ".join(getattr(v, "name", str(v)).lower() for v in value)
+        print(f"{key:14s} {value}")
     return 0
 
 
@@ -135,7 +155,7 @@ def run_demo(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return {"train": run_train, "demo": run_demo}[args.command](args)
+    return {"train": run_train, "info": run_info, "demo": run_demo}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ DEVICE_HELP = ("golden (the numpy model of the device); inproc or loop (the prot
                "this process, over real frames); socket://HOST:PORT; "
                "serial:///dev/ttyUSB1?baud=3000000 or a tty path; xdma:///dev/xdma0 (PCIe)")
 
-DEFAULT_BAUD = 115200
+DEFAULT_BAUD = 3_000_000   # the boards' UART rate (hw/boards.py)
 
 
 def open_transport(spec, *, width=128, n_max=1024):
