@@ -10,7 +10,7 @@ The schedule, per row of R words:
 - the first word of batch k (k >= 1 + delay in its epoch) waits for the cycle in which the last
   word of batch k - 1 - delay is written back (:func:`dot_latency` + R - 1 +
   :data:`UPDATE_WRITE` cycles after that batch's last input word); this is the only per-batch
-  overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + UPDATE_WRITE - 1``;
+  overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + UPDATE_WRITE - 2``;
 - an epoch ends when its last row is written back; the next epoch's first word is accepted
   :data:`EPOCH_GAP` cycles later, plus ``n + 1`` when the pipeline streams a snapshot of the
   model after every epoch.

@@ -3,7 +3,7 @@ build, each compared bit for bit with :class:`zipml.sim.golden.GoldenDevice` (fi
 per-epoch snapshots, counters) and, with a steady source and sink, with the cycle count of
 :func:`zipml.sim.timing.run_cycles`.
 
-Environment: ``WIDTH``, ``N_MAX``, ``SUITE`` (see :func:`cases`), ``SEED``.
+Environment: ``WIDTH``, ``N_MAX``, ``SUITES`` (comma-separated, see :func:`cases`), ``SEED``.
 """
 
 import os
@@ -24,7 +24,7 @@ from zipml.sim.streams import StreamPort, stream_get, stream_put
 
 WIDTH = int(os.environ.get("WIDTH", 32))
 N_MAX = int(os.environ.get("N_MAX", 128))
-SUITE = os.environ.get("SUITE", "formats")
+SUITES = os.environ.get("SUITES", "formats").split(",")
 SEED = int(os.environ.get("SEED", 1))
 
 
@@ -90,6 +90,7 @@ def cases(suite, rng):
     batches:  multi-epoch runs with batches, delay, lr decay, short last batches.
     saturate: huge lr, labels and model words.
     quick:    a handful of runs (second simulator).
+    stats:    see :func:`double_sampling_is_unbiased`.
     """
     out = []
     losses = list(Loss)
@@ -201,7 +202,7 @@ class TB:
     async def run(self, case):
         d, cfg, rng = self.dut, case["cfg"], self.rng
         epochs, snaps = case["epochs"], case["snapshots"]
-        golden = GoldenDevice(WIDTH, N_MAX)
+        golden = GoldenDevice(WIDTH, N_MAX, batch_max=(1 << 16) - 1)
         golden.configure(cfg)
         await FallingEdge(d.clk)
         d.config.value = pack_config(cfg, epochs, snaps)
@@ -249,18 +250,92 @@ class TB:
         want = [int(x) for x in golden.read_model()]
         assert [signed32(x) for x in got] == want, f"{what}: final model differs\n" \
             f"got  {[signed32(x) for x in got]}\nwant {want}"
-        return cycles, c.saturated_rows
+        return cycles, c.saturated_rows, np.array(want, np.int64)
 
 
 @cocotb.test()
 async def pipeline_matches_golden(dut):
     tb = TB(dut, SEED)
     await tb.start()
-    total_sat = 0
-    for i, case in enumerate(cases(SUITE, tb.rng)):
-        dut._log.info(f"case {i}: {case['cfg']} epochs={case['epochs']} "
-                      f"idle={case['idle']}")
-        _, sat = await tb.run(case)
-        total_sat += sat
-    if SUITE == "saturate":
-        assert total_sat > 0, "no row saturated"
+    for suite in SUITES:
+        if suite == "stats":
+            continue
+        total_sat = 0
+        for i, case in enumerate(cases(suite, tb.rng)):
+            dut._log.info(f"{suite} {i}: {case['cfg']} epochs={case['epochs']} "
+                          f"idle={case['idle']}")
+            _, sat, _ = await tb.run(case)
+            total_sat += sat
+        if suite == "saturate":
+            assert total_sat > 0, "no row saturated"
+
+
+# --- statistics: double sampling is unbiased, SINGLE is not ------------------------------------
+
+STAT_ROWS = int(os.environ.get("STAT_ROWS", 3000))
+
+
+def stat_case(rng, fmt, x, w, y, lr):
+    """``STAT_ROWS`` independent quantizations of one sample as ONE batch: every row's dot
+    product sees the initial model, so the model moves by the sum of the row updates."""
+    from zipml.host.quantize import encode, encode_labels
+    g = np.random.default_rng(rng.randrange(1 << 30))
+    xv = np.tile(x * fmt.top, (STAT_ROWS, 1))
+    fields = encode(xv, fmt, "stochastic", g)
+    labels = encode_labels(np.full(STAT_ROWS, y))
+    cfg = TrainConfig(n_features=len(x), rows_per_epoch=STAT_ROWS, fmt=fmt, loss=Loss.SQUARED,
+                      lr=lr, batch=STAT_ROWS, delay=0)
+    model = np.round(w * (1 << contract.MODEL_FRAC)).astype(np.int64)
+    return dict(cfg=cfg, table=None, model=model, words=pack_rows(fields, labels, WIDTH, fmt),
+                epochs=1, snapshots=False, idle=0.0, backpressure=0.0, fields=fields)
+
+
+def row_updates(case):
+    """Each row's float update lr * g * vB (level space), for the variance."""
+    from zipml.host.pack import unpack_rows
+    from zipml.host.quantize import decode
+    cfg = case["cfg"]
+    fmt = cfg.fmt
+    fields, labels = unpack_rows(case["words"], WIDTH, fmt, cfg.n_features)
+    va, vb = decode(fields, fmt)
+    scale = 2.0 ** -fmt.value_frac
+    w = case["model"] / 2.0 ** contract.MODEL_FRAC
+    g = (va * scale) @ w - labels / 2.0 ** contract.LABEL_FRAC
+    return cfg.lr / 2.0 ** contract.LR_FRAC * g[:, None] * (vb * scale)
+
+
+@cocotb.test()
+async def double_sampling_is_unbiased(dut):
+    if "stats" not in SUITES:
+        return
+    tb = TB(dut, SEED)
+    await tb.start()
+    rng = np.random.default_rng(SEED)
+    n = 8
+    # features near the middle of an interval (large rounding variance), a model of weight ~1
+    fmt_bits = 2
+    x = np.array([0.0, 0.02, -0.05, 0.3, -0.3, 0.1, -0.6, 1.0])      # last: the bias column
+    w = rng.choice([-1.0, 1.0], size=n) * rng.uniform(0.7, 1.2, size=n)
+    y = 0.3
+    lr = 1 << 16                                                    # 2**-8
+    for enc in (Encoding.PAIR, Encoding.COMPACT, Encoding.SINGLE):
+        fmt = Format(enc, fmt_bits)
+        case = stat_case(tb.rng, fmt, x, w, y, lr)
+        _, _, final = await tb.run(case)
+        moved = (case["model"] - final) / 2.0 ** contract.MODEL_FRAC / STAT_ROWS
+        per_row = row_updates(case)
+        tol = 5 * per_row.std(axis=0) / np.sqrt(STAT_ROWS) + 2.0 ** -20
+        xq = x * fmt.top
+        wq = case["model"] / 2.0 ** contract.MODEL_FRAC
+        grad = lr / 2.0 ** contract.LR_FRAC * (xq @ wq - y) * xq
+        # the naive scheme's bias: lr * Var(Q(x_i)) * w_i (a data-dependent ridge term)
+        levels = np.array(contract.uniform_level_ints(fmt_bits, fmt.levels)) / 2.0 ** fmt_bits
+        i = np.clip(np.searchsorted(levels, xq, "right") - 1, 0, len(levels) - 2)
+        var = (levels[i + 1] - xq) * (xq - levels[i])
+        bias = lr / 2.0 ** contract.LR_FRAC * var * wq
+        dut._log.info(f"{enc.name}: mean update {moved}\n  gradient {grad}\n  tol {tol}")
+        if enc == Encoding.SINGLE:
+            assert np.all(np.abs(moved - grad - bias) <= tol), "SINGLE misses its predicted bias"
+            assert np.sum(np.abs(moved - grad) > tol) >= 2, "SINGLE shows no bias"
+        else:
+            assert np.all(np.abs(moved - grad) <= tol), f"{enc.name} is biased"

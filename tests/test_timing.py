@@ -1,0 +1,71 @@
+"""The pipeline's cycle model (zipml.sim.timing): closed forms and the throughput goal.
+
+The RTL tests (tests/rtl/test_pipeline.py) assert that the gateware meets these counts exactly.
+"""
+
+import pytest
+
+from zipml import contract
+from zipml.contract import Encoding, Format
+from zipml.hw.lanes import all_formats
+from zipml.sim import timing
+from zipml.sim.golden import TrainConfig
+
+
+def _cfg(fmt, n, rows, batch, delay):
+    return TrainConfig(n_features=n, rows_per_epoch=rows, fmt=fmt, batch=batch, delay=delay)
+
+
+@pytest.mark.parametrize("width", contract.WORD_WIDTHS)
+@pytest.mark.parametrize("n", [64, 100, 1000])
+def test_efficiency_goal(width, n):
+    """One word per cycle within 5 % for n >= 64, B >= 16, delay 1 (every format)."""
+    for fmt in all_formats():
+        cfg = _cfg(fmt, n, 1024, 16, 1)
+        assert timing.efficiency(width, cfg) >= 0.95, (width, fmt, n)
+
+
+@pytest.mark.parametrize("width", [32, 128])
+def test_delay0_batch_overhead(width):
+    """delay 0: every batch waits for the previous one's write-back; a closed form."""
+    fmt = Format(Encoding.PAIR, 4)
+    for n in (1, 20, 300):
+        r = contract.row_words(width, fmt, n)
+        for batch, rows in ((1, 10), (4, 12), (5, 12)):
+            cfg = _cfg(fmt, n, rows, batch, 0)
+            batches = -(-rows // batch)
+            # rows * r input cycles; each batch adds the wait for its last write-back
+            wait = timing.dot_latency(width) + r + timing.UPDATE_WRITE - 2
+            assert timing.run_cycles(width, cfg, 1) == rows * r + batches * wait + 1, (n, batch)
+
+
+def test_delay1_never_slower():
+    fmt = Format(Encoding.SINGLE, 1)
+    for n in (1, 64, 200):
+        for batch in (1, 2, 16):
+            c0 = timing.run_cycles(128, _cfg(fmt, n, 64, batch, 0), 2)
+            c1 = timing.run_cycles(128, _cfg(fmt, n, 64, batch, 1), 2)
+            assert c1 <= c0
+
+
+def test_epochs_and_snapshots_add_constants():
+    cfg = _cfg(Format(Encoding.COMPACT, 3), 50, 33, 16, 1)
+    one = timing.run_cycles(64, cfg, 1)
+    three = timing.run_cycles(64, cfg, 3)
+    assert three == 3 * one + 2 * (timing.EPOCH_GAP - 1)
+    snap = timing.run_cycles(64, cfg, 3, snapshots=True)
+    assert snap == three + 3 * (cfg.n_features + 1)
+
+
+def test_stall_free_condition():
+    """delay 1 hides the write-back once (B - 1) * R >= dot_latency + UPDATE_WRITE - 2."""
+    for width in (64, 128, 256):
+        lat = timing.dot_latency(width)
+        fmt = Format(Encoding.SINGLE, 1)
+        n = contract.lanes_in_last_word(width, fmt)          # R = 1
+        rows = 20 * 16
+        for batch in range(2, 40):
+            cfg = _cfg(fmt, n, rows, batch, 1)
+            stall_free = batch - 1 >= lat + timing.UPDATE_WRITE - 2
+            ideal = rows + lat + timing.UPDATE_WRITE
+            assert (timing.run_cycles(width, cfg, 1) == ideal) == stall_free, (width, batch)
