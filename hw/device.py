@@ -1,0 +1,802 @@
+"""The device top: the command protocol of :mod:`zipml.protocol` around the SGD pipeline.
+
+Data flow::
+
+    rx -> UARTReceiver -> FrameReceiver --header--> dispatcher --header--> FrameTransmitter
+                                        --payload->     |      --payload->      |
+                                                        |                 UARTTransmitter -> tx
+                     ResidentMemory <- STORE_DATA words |
+                     ResidentMemory -> RUN_EPOCHS words +--> SGDPipeline (i_stream, i_model,
+                                 TRAIN_STREAM words ----+    o_model, i_table)
+
+:class:`DeviceCore` is everything after the UART (bytes in, bytes out); :class:`Device` adds
+the UART. The dispatcher follows :class:`zipml.sim.protocol_device.ProtocolDevice`, the
+executable specification, byte for byte: the same checks in the same order, the same state
+machine, the same replies, and the response cache for retried ``seq`` values. It handles one
+frame at a time; the frame receiver buffers the next one meanwhile (or answers BUSY when it
+does not fit).
+
+How the commands map onto the pipeline:
+
+- every pipeline run is one epoch (``config.epochs = 1``); the device counts epochs, rows,
+  saturated rows and cycles across runs, and applies the learning-rate decay itself
+  (``lr >> floor(epoch / lr_decay_epochs)``), so streamed and resident epochs can be mixed;
+- CONFIGURE resets the pipeline (aborting a half-streamed epoch) and loads n zero words;
+- LOAD_MODEL reads the whole model into a staging memory, merges the payload words at
+  ``offset`` and loads the whole model back; READ_MODEL reads the whole model and forwards
+  words ``offset .. offset + count - 1``;
+- TRAIN_STREAM starts a run at the first word of every epoch and answers once every whole row
+  it carried has been written back, so its reply is the specification's;
+- RUN_EPOCHS answers at once; the device stays BUSY while runs read the resident memory at
+  one word per cycle, and RESET aborts them.
+
+Differences from the Python specification (none affects a host that, like
+:class:`zipml.host.client.DeviceClient`, reads and writes the model at epoch boundaries):
+
+- LOAD_MODEL and READ_MODEL are refused with BAD_STATE while STREAMING (mid-epoch): the
+  pipeline cannot reach its model while a run waits for words;
+- READ_STATUS's ``cycles`` counts the pipeline's busy cycles (streamed runs include the time
+  spent waiting for words), not the words consumed;
+- a LOAD_LEVELS in the middle of a streamed row changes the level values of that row's words
+  already consumed only for the update, not for the dot product.
+"""
+
+from amaranth import Cat, Module, Mux, Signal
+from amaranth.hdl import ResetInserter
+from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from .. import contract, protocol
+from ..contract import MAX_BITS, Encoding, LevelMode, Loss
+from ..protocol import (
+    MAX_PAYLOAD,
+    RX_TIMEOUT,
+    Cmd,
+    ConfigureRequest,
+    DeviceState,
+    Header,
+    IdentifyReply,
+    ModelOffset,
+    ReadModelRequest,
+    RunEpochsRequest,
+    Status,
+    StatusReply,
+    StoreDataHeader,
+    StoreDataReply,
+    TrainStreamReply,
+    struct_bytes,
+)
+from .framing import FrameReceiver, FrameTransmitter
+from .lanes import all_formats
+from .pipeline import SGDPipeline
+from .resident import ResidentMemory
+from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
+
+__all__ = ["DeviceCore", "Device"]
+
+#: Request payload prefixes parsed before a command is checked.
+_PREFIX = {Cmd.CONFIGURE: ConfigureRequest, Cmd.LOAD_MODEL: ModelOffset,
+           Cmd.READ_MODEL: ReadModelRequest, Cmd.STORE_DATA: StoreDataHeader,
+           Cmd.RUN_EPOCHS: RunEpochsRequest}
+_PREFIX_BYTES = max(struct_bytes(s) for s in _PREFIX.values())
+_REPLY_BYTES = max(struct_bytes(s) for s in protocol.REPLY_LAYOUTS.values())
+_MW = protocol.MODEL_WORD_BYTES
+_LE = protocol.LEVEL_ENTRY_BYTES
+
+
+class DeviceCore(wiring.Component):
+    """The protocol device on byte streams: frame receiver, dispatcher, pipeline, resident
+    memory, frame transmitter.
+
+    Parameters
+    ----------
+    width : int
+        W, bits per stream word.
+    n_max : int
+        Largest ``n_features``.
+    memory_words : int
+        Resident memory for STORE_DATA, in W-bit words.
+    clk_freq : float
+        Core clock, Hz (frame timeout; reported by IDENTIFY).
+    baud : int
+        Reported by IDENTIFY (0 for links other than a UART).
+    max_payload : int
+        Largest request payload accepted (the receive buffer holds the next power of two).
+    batch_max : int
+        Largest mini-batch accepted by CONFIGURE.
+    tables : bool
+        Build level tables (``LevelMode.TABLE``).
+    build_id : int
+        Reported by IDENTIFY.
+    rx_timeout : float
+        Seconds of input silence after which a partial frame is dropped.
+
+    Members
+    -------
+    i_stream : In(stream.Signature(8))
+        Request bytes (always ready).
+    o_stream : Out(stream.Signature(8))
+        Response bytes.
+    """
+
+    def __init__(self, width=128, n_max=1024, memory_words=4096, *, clk_freq, baud=0,
+                 max_payload=1024, batch_max=256, tables=True, build_id=0,
+                 rx_timeout=RX_TIMEOUT):
+        if width not in contract.WORD_WIDTHS:
+            raise ValueError(f"width must be one of {contract.WORD_WIDTHS}, not {width}")
+        if not 1 <= n_max <= 0xFFFF:
+            raise ValueError(f"n_max must be within 1..65535, not {n_max}")
+        if not 1 <= max_payload <= MAX_PAYLOAD:
+            raise ValueError(f"max_payload must be within 1..{MAX_PAYLOAD}")
+        if not 1 <= batch_max <= 0xFFFF:
+            raise ValueError(f"batch_max must be within 1..65535, not {batch_max}")
+        if memory_words < 1:
+            raise ValueError("memory_words must be at least 1")
+        self.width, self.n_max, self.memory_words = width, n_max, memory_words
+        self.clk_freq, self.baud = clk_freq, baud
+        self.max_payload, self.batch_max = max_payload, batch_max
+        self.tables, self.build_id = tables, build_id
+        self.rx_timeout = rx_timeout
+        self.timeout_cycles = max(2, round(rx_timeout * clk_freq))
+        self.encodings = tuple(Encoding)
+        self.level_modes = tuple(LevelMode) if tables else (
+            LevelMode.UNIFORM_SIGNED, LevelMode.UNIFORM_UNSIGNED)
+        self.losses = tuple(Loss)
+        self.max_bits = MAX_BITS
+        super().__init__({
+            "i_stream": In(stream.Signature(8)),
+            "o_stream": Out(stream.Signature(8)),
+        })
+
+    @property
+    def capabilities(self):
+        """Keyword arguments that make :class:`zipml.sim.protocol_device.ProtocolDevice` (and
+        its :class:`~zipml.sim.golden.GoldenDevice`) this device."""
+        return dict(width=self.width, n_max=self.n_max, batch_max=self.batch_max,
+                    memory_words=self.memory_words, max_payload=self.max_payload,
+                    encodings=self.encodings, level_modes=self.level_modes,
+                    losses=self.losses, max_bits=self.max_bits,
+                    clock_hz=int(self.clk_freq), baud=self.baud, build_id=self.build_id)
+
+    def elaborate(self, platform):
+        m = Module()
+        W, wb = self.width, self.width // 8
+
+        # --- framing ------------------------------------------------------------------------------
+        m.submodules.receiver = rx = FrameReceiver(max_payload=self.max_payload,
+                                                   timeout=self.timeout_cycles)
+        m.submodules.transmitter = tx = FrameTransmitter()
+        # Block RAM data and the transmitter's byte-dependent ready stay out of one path.
+        m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=8, depth=4)
+        wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
+        wiring.connect(m, txf.r_stream, tx.i_payload)
+        wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
+
+        # --- training datapath --------------------------------------------------------------------
+        pipe_rst = Signal()
+        pipe = SGDPipeline(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1)
+        mem = ResidentMemory(W, self.memory_words)
+        m.submodules.pipeline = ResetInserter(pipe_rst)(pipe)
+        m.submodules.resident = ResetInserter(pipe_rst)(mem)
+        m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
+        st_wr = staging.write_port()
+        st_rd = staging.read_port()
+        m.submodules.table_buf = table_buf = memory.Memory(
+            shape=contract.TABLE_BITS, depth=1 << MAX_BITS, init=[])
+        tb_wr = table_buf.write_port()
+        tb_rd = table_buf.read_port()
+
+        # --- device state -------------------------------------------------------------------------
+        configured = Signal()
+        creq = Signal(ConfigureRequest)            # the configuration in force
+        row_words_max = max(contract.row_words(W, f, self.n_max) for f in all_formats())
+        r_bits = row_words_max.bit_length()
+        row_words = Signal(r_bits)                 # R
+        epoch_words = Signal(32 + r_bits)          # rows_per_epoch * R
+        table_log2 = Signal(4)                     # 0: no table loaded
+        stored_words = Signal(32)
+        epochs_left = Signal(32)
+        last_error = Signal(Status)
+        last_error_cmd = Signal(8)
+
+        rows_base, epochs_base, sat_base = Signal(32), Signal(32), Signal(32)
+        cycles_base = Signal(64)
+        run_active = Signal()                      # a pipeline run (one epoch) is under way
+        resident_run = Signal()                    # ... fed from the resident memory
+        run_rows = Signal(32)                      # whole rows streamed into this run
+        lr_shift = Signal(6)
+        decay_cnt = Signal(16)
+
+        epoch_pos = Signal(32 + r_bits)            # words of the current streamed epoch
+        row_pos = Signal(r_bits)
+        started = Signal()                         # the current streamed epoch has its run
+
+        rows_total = Signal(32)
+        epochs_total = Signal(32)
+        sat_total = Signal(32)
+        cycles_total = Signal(64)
+        m.d.comb += [
+            rows_total.eq(rows_base + Mux(run_active, pipe.rows, 0)),
+            epochs_total.eq(epochs_base + Mux(run_active, pipe.epochs, 0)),
+            sat_total.eq(sat_base + Mux(run_active, pipe.saturated, 0)),
+            cycles_total.eq(cycles_base + Mux(run_active, pipe.cycles, 0)),
+        ]
+
+        state = Signal(DeviceState)
+        with m.If(epochs_left != 0):
+            m.d.comb += state.eq(DeviceState.BUSY)
+        with m.Elif(~configured):
+            m.d.comb += state.eq(DeviceState.UNCONFIGURED)
+        with m.Elif(epoch_pos != 0):
+            m.d.comb += state.eq(DeviceState.STREAMING)
+        with m.Else():
+            m.d.comb += state.eq(DeviceState.IDLE)
+
+        # --- format constants: features per word and in a row's last word -------------------------
+        per_word = Signal(range(W + 1))
+        per_last = Signal(range(W + 1))
+        with m.If(creq.encoding == Encoding.RAW):
+            raw = contract.Format(Encoding.RAW, 1)
+            m.d.comb += [per_word.eq(contract.lanes_in_word(W, raw)),
+                         per_last.eq(contract.lanes_in_last_word(W, raw))]
+        with m.Else():
+            with m.Switch(Cat(creq.bits[:4], creq.encoding[:2])):
+                for f in all_formats()[:-1]:
+                    with m.Case(f.bits | (int(f.encoding) << 4)):
+                        m.d.comb += [per_word.eq(contract.lanes_in_word(W, f)),
+                                     per_last.eq(contract.lanes_in_last_word(W, f))]
+
+        # --- the pipeline's configuration ---------------------------------------------------------
+        lr_now = Signal(contract.LR_BITS)
+        m.d.comb += lr_now.eq(Mux(lr_shift >= contract.LR_BITS, 0, creq.lr >> lr_shift))
+        pc = pipe.config
+        m.d.comb += [
+            pc.n_features.eq(creq.n_features), pc.encoding.eq(creq.encoding),
+            pc.bits.eq(creq.bits), pc.levels.eq(creq.levels), pc.loss.eq(creq.loss),
+            pc.lr.eq(lr_now), pc.lr_decay_epochs.eq(0), pc.batch.eq(creq.batch),
+            pc.delay.eq(creq.delay), pc.rows_per_epoch.eq(creq.rows_per_epoch),
+            pc.epochs.eq(1), pc.snapshots.eq(0),
+        ]
+        fmt_table = (creq.levels == LevelMode.TABLE) & (creq.encoding != Encoding.RAW)
+        table_ok = ~fmt_table | (table_log2 == creq.bits)
+
+        # --- the pipeline's input: streamed words or the resident memory --------------------------
+        ts_valid = Signal()
+        ts_word = Signal(W)
+        m.d.comb += [
+            pipe.i_stream.valid.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
+            pipe.i_stream.payload.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
+            mem.o_stream.ready.eq(resident_run & pipe.i_stream.ready),
+            mem.length.eq(stored_words),
+        ]
+        ts_fire = ts_valid & ~resident_run & pipe.i_stream.ready
+
+        # --- end of a run, and resident runs ------------------------------------------------------
+        run_end = run_active & ~pipe.busy
+        with m.If(run_end):
+            m.d.sync += [
+                run_active.eq(0),
+                rows_base.eq(rows_total), epochs_base.eq(epochs_total),
+                sat_base.eq(sat_total), cycles_base.eq(cycles_total),
+            ]
+            with m.If((pipe.epochs != 0) & (creq.lr_decay_epochs != 0)):
+                with m.If(decay_cnt + 1 == creq.lr_decay_epochs):
+                    m.d.sync += [decay_cnt.eq(0),
+                                 lr_shift.eq(Mux(lr_shift == 63, 63, lr_shift + 1))]
+                with m.Else():
+                    m.d.sync += decay_cnt.eq(decay_cnt + 1)
+            with m.If(resident_run & (epochs_left != 0)):
+                m.d.sync += epochs_left.eq(epochs_left - 1)
+        with m.Elif((epochs_left != 0) & ~run_active & ~pipe.busy):
+            m.d.comb += [pipe.start.eq(1), mem.start.eq(1)]
+            m.d.sync += [run_active.eq(1), resident_run.eq(1)]
+
+        # --- dispatcher ---------------------------------------------------------------------------
+        hdr = Signal(Header)                       # the request being served
+        cmd = hdr.cmd.as_value()
+        length = hdr.length
+        remaining = Signal(16)                     # payload bytes still to take
+        take = rx.o_payload.valid & rx.o_payload.ready
+        byte = rx.o_payload.payload
+        with m.If(take):
+            m.d.sync += remaining.eq(remaining - 1)
+
+        head = Signal(_PREFIX_BYTES * 8)           # the payload's fixed-size prefix
+        head_idx = Signal(range(_PREFIX_BYTES + 1))
+        head_left = Signal(range(_PREFIX_BYTES + 1))
+        prefix = Signal(range(_PREFIX_BYTES + 1))
+        with m.Switch(rx.o_header.payload.cmd.as_value()):
+            for c, layout in _PREFIX.items():
+                with m.Case(c.value):
+                    m.d.comb += prefix.eq(struct_bytes(layout))
+        req_cfg = ConfigureRequest(head[:struct_bytes(ConfigureRequest) * 8])
+        req_off = ModelOffset(head[:struct_bytes(ModelOffset) * 8])
+        req_read = ReadModelRequest(head[:struct_bytes(ReadModelRequest) * 8])
+        req_store = StoreDataHeader(head[:struct_bytes(StoreDataHeader) * 8])
+        req_run = RunEpochsRequest(head[:struct_bytes(RunEpochsRequest) * 8])
+
+        # The response cache: the last executed request's cmd/seq and its response.
+        cache_valid = Signal()
+        cache = Signal(Header)
+        cache_model = Signal()                     # the payload is read from the pipeline
+        reply = Signal(_REPLY_BYTES * 8)
+        rm_offset = Signal(16)
+        rm_count = Signal(16)
+        verdict = Signal()                         # answering a frame the receiver rejected
+        out_hdr = Signal(Header)
+
+        def respond(status, nbytes=0, value=None, model=False):
+            """Cache the response to the request being served and go send it."""
+            stmts = [cache.status.eq(status), cache.length.eq(nbytes),
+                     cache_model.eq(model)]
+            if value is not None:
+                stmts.append(reply.eq(value))
+            m.d.sync += stmts
+            m.next = "RESP_HDR"
+
+        def refuse(status):
+            m.d.sync += [last_error.eq(status), last_error_cmd.eq(cmd)]
+            m.d.sync += [cache.status.eq(status), cache.length.eq(0), cache_model.eq(0)]
+            m.next = "DRAIN"
+
+        # Word assembly: payload bytes, least significant first.
+        asm = Signal(W)
+        asm_next = Cat(asm[8:], byte)
+        bcnt = Signal(range(max(wb, 4)))
+        small = Signal(32)                          # 4-byte model words, 2-byte table entries
+        small_next = Cat(small[8:], byte)
+        idx = Signal(32)
+        idx_end = Signal(32)
+        lvalid = Signal()
+        tb_prev = Signal(16)
+        tb_bad = Signal()
+        cp_valid = Signal()
+        cp_index = Signal(MAX_BITS)
+        w_word = Signal(32)
+        cfg_rem = Signal(17)
+        mul_acc = Signal.like(epoch_words)
+        mul_cand = Signal.like(epoch_words)
+        mul_plier = Signal(r_bits)
+
+        # Replies.
+        ident = Signal(IdentifyReply)
+        m.d.comb += [
+            ident.magic.eq(protocol.MAGIC), ident.version.eq(protocol.PROTOCOL_VERSION),
+            ident.encodings.eq(protocol.to_bitmap(self.encodings)),
+            ident.level_modes.eq(protocol.to_bitmap(self.level_modes)),
+            ident.losses.eq(protocol.to_bitmap(self.losses)), ident.max_bits.eq(self.max_bits),
+            ident.width.eq(W), ident.n_max.eq(self.n_max), ident.batch_max.eq(self.batch_max),
+            ident.max_payload.eq(self.max_payload), ident.memory_words.eq(self.memory_words),
+            ident.clock_hz.eq(int(self.clk_freq)), ident.baud.eq(self.baud),
+            ident.build_id.eq(self.build_id),
+        ]
+        status_reply = Signal(StatusReply)
+        m.d.comb += [
+            status_reply.state.eq(state), status_reply.last_error.eq(last_error),
+            status_reply.last_error_cmd.eq(last_error_cmd),
+            status_reply.flags.eq(table_log2 != 0),
+            status_reply.rows.eq(rows_total), status_reply.epochs.eq(epochs_total),
+            status_reply.saturated_rows.eq(sat_total), status_reply.stored_words.eq(stored_words),
+            status_reply.epochs_left.eq(epochs_left), status_reply.cycles.eq(cycles_total),
+        ]
+        ts_reply = Signal(TrainStreamReply)
+        m.d.comb += [ts_reply.rows.eq(rows_total), ts_reply.epochs.eq(epochs_total)]
+        sd_reply = Signal(StoreDataReply)
+        m.d.comb += sd_reply.stored_words.eq(idx_end)
+
+        # The checks, in the specification's order (every one before any change).
+        status = Signal(Status)
+        st = state
+        in_any = Cat(cmd == c.value for c in (Cmd.IDENTIFY, Cmd.READ_STATUS, Cmd.RESET)).any()
+        not_busy = Cat(cmd == c.value
+                       for c in (Cmd.CONFIGURE, Cmd.LOAD_LEVELS, Cmd.STORE_DATA)).any()
+        streamable = cmd == Cmd.TRAIN_STREAM.value
+        model_cmd = (cmd == Cmd.LOAD_MODEL.value) | (cmd == Cmd.READ_MODEL.value)
+        allowed = (in_any | (not_busy & (st != DeviceState.BUSY)) |
+                   (streamable & ((st == DeviceState.IDLE) | (st == DeviceState.STREAMING))) |
+                   ((model_cmd | (cmd == Cmd.RUN_EPOCHS.value)) & (st == DeviceState.IDLE)))
+        known = Cat(cmd == c.value for c in Cmd).any()
+        n = creq.n_features
+        lm_count = (length - ModelOffset.as_shape().size // 8) >> 2
+        sd_count = (length - struct_bytes(StoreDataHeader)) >> ceil_log2(wb)
+        sd_end = Signal(33)
+        m.d.comb += sd_end.eq(req_store.offset + sd_count)
+        ll_n = length >> 1
+        c = req_cfg
+        cfg_bad = ((c.n_features == 0) | (c.rows_per_epoch == 0) | (c.lr == 0) |
+                   (c.encoding > int(max(self.encodings))) | (c.loss > int(max(self.losses))) |
+                   (c.levels > int(max(self.level_modes))) |
+                   (c.bits == 0) | (c.bits > self.max_bits) |
+                   (c.batch == 0) | (c.batch > self.batch_max) | (c.delay > 1) |
+                   ((c.levels == LevelMode.TABLE) & (c.bits < 2) &
+                    (c.encoding != Encoding.RAW)))
+        with m.If(~known):
+            m.d.comb += status.eq(Status.UNKNOWN_CMD)
+        with m.Elif(~allowed):
+            m.d.comb += status.eq(Status.BAD_STATE)
+        with m.Else():
+            with m.Switch(cmd):
+                with m.Case(Cmd.IDENTIFY.value, Cmd.READ_STATUS.value, Cmd.RESET.value):
+                    with m.If(length != 0):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                with m.Case(Cmd.CONFIGURE.value):
+                    with m.If(length != struct_bytes(ConfigureRequest)):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                    with m.Elif(c.n_features > self.n_max):
+                        m.d.comb += status.eq(Status.TOO_LARGE)
+                    with m.Elif(cfg_bad):
+                        m.d.comb += status.eq(Status.BAD_CONFIG)
+                with m.Case(Cmd.LOAD_MODEL.value):
+                    head_bytes = struct_bytes(ModelOffset)
+                    with m.If((length < head_bytes) | (length - head_bytes)[:2].any()):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                    with m.Elif(req_off.offset + lm_count > n):
+                        m.d.comb += status.eq(Status.BAD_ARGUMENT)
+                with m.Case(Cmd.READ_MODEL.value):
+                    with m.If(length != struct_bytes(ReadModelRequest)):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                    with m.Elif(req_read.count * _MW > self.max_payload):
+                        m.d.comb += status.eq(Status.TOO_LARGE)
+                    with m.Elif(req_read.offset + req_read.count > n):
+                        m.d.comb += status.eq(Status.BAD_ARGUMENT)
+                with m.Case(Cmd.LOAD_LEVELS.value):
+                    if not self.tables:
+                        m.d.comb += status.eq(Status.BAD_CONFIG)
+                    else:
+                        with m.If(length[0]):
+                            m.d.comb += status.eq(Status.BAD_LENGTH)
+                        with m.Elif((ll_n < 4) | (ll_n > (1 << self.max_bits)) |
+                                    (ll_n & (ll_n - 1)).any()):
+                            m.d.comb += status.eq(Status.BAD_ARGUMENT)
+                with m.Case(Cmd.TRAIN_STREAM.value):
+                    with m.If(length[:ceil_log2(wb)].any()):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                    with m.Elif(~table_ok):
+                        m.d.comb += status.eq(Status.BAD_STATE)
+                with m.Case(Cmd.STORE_DATA.value):
+                    head_bytes = struct_bytes(StoreDataHeader)
+                    with m.If((length < head_bytes) |
+                              (length - head_bytes)[:ceil_log2(wb)].any()):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                    with m.Elif(req_store.offset > stored_words):
+                        m.d.comb += status.eq(Status.BAD_ARGUMENT)
+                    with m.Elif(sd_end > self.memory_words):
+                        m.d.comb += status.eq(Status.TOO_LARGE)
+                with m.Case(Cmd.RUN_EPOCHS.value):
+                    with m.If(length != struct_bytes(RunEpochsRequest)):
+                        m.d.comb += status.eq(Status.BAD_LENGTH)
+                    with m.Elif(req_run.epochs == 0):
+                        m.d.comb += status.eq(Status.BAD_ARGUMENT)
+                    with m.Elif(~table_ok):
+                        m.d.comb += status.eq(Status.BAD_STATE)
+                    with m.Elif(stored_words != epoch_words):
+                        m.d.comb += status.eq(Status.BAD_STATE)
+
+        def power_up():
+            """RESET's and CONFIGURE's common part: abort any run, clear the counters."""
+            m.d.comb += pipe_rst.eq(1)
+            return [run_active.eq(0), resident_run.eq(0), rows_base.eq(0), epochs_base.eq(0),
+                    sat_base.eq(0), cycles_base.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
+                    epoch_pos.eq(0), row_pos.eq(0), started.eq(0), run_rows.eq(0),
+                    epochs_left.eq(0)]
+
+        with m.FSM(name="dispatch"):
+            with m.State("IDLE"):
+                m.d.comb += rx.o_header.ready.eq(1)
+                with m.If(rx.o_header.valid):
+                    h = rx.o_header.payload
+                    m.d.sync += [hdr.eq(h), remaining.eq(h.length), head.eq(0),
+                                 head_idx.eq(0),
+                                 head_left.eq(Mux(h.length < prefix, h.length, prefix)),
+                                 verdict.eq(0)]
+                    with m.If(h.status != Status.OK):
+                        m.d.sync += [verdict.eq(1), out_hdr.eq(h), out_hdr.length.eq(0)]
+                        m.next = "RESP_HDR"
+                    with m.Elif(cache_valid & (h.cmd == cache.cmd) & (h.seq == cache.seq)):
+                        m.next = "DRAIN"           # a retry: answered from the cache
+                    with m.Else():
+                        m.d.sync += [cache_valid.eq(1), cache.cmd.eq(h.cmd),
+                                     cache.seq.eq(h.seq)]
+                        m.next = "HEAD"
+
+            with m.State("HEAD"):
+                m.d.comb += rx.o_payload.ready.eq(head_left != 0)
+                with m.If(take):
+                    m.d.sync += [head.word_select(head_idx, 8).eq(byte),
+                                 head_idx.eq(head_idx + 1), head_left.eq(head_left - 1)]
+                with m.If(head_left == 0):
+                    m.next = "CHECK"
+
+            with m.State("CHECK"):
+                with m.If(status != Status.OK):
+                    refuse(status)
+                with m.Else():
+                    with m.Switch(cmd):
+                        with m.Case(Cmd.IDENTIFY.value):
+                            respond(Status.OK, struct_bytes(IdentifyReply), ident.as_value())
+                        with m.Case(Cmd.READ_STATUS.value):
+                            respond(Status.OK, struct_bytes(StatusReply),
+                                    status_reply.as_value())
+                        with m.Case(Cmd.RESET.value):
+                            m.d.sync += [*power_up(), configured.eq(0), table_log2.eq(0),
+                                         stored_words.eq(0), last_error.eq(Status.OK),
+                                         last_error_cmd.eq(0)]
+                            respond(Status.OK)
+                        with m.Case(Cmd.CONFIGURE.value):
+                            m.d.sync += [*power_up(), configured.eq(1), creq.eq(req_cfg),
+                                         cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
+                            m.next = "CFG_R"
+                        with m.Case(Cmd.LOAD_MODEL.value):
+                            m.d.sync += [idx_end.eq(req_off.offset + lm_count)]
+                            with m.If(lm_count == 0):
+                                respond(Status.OK)
+                            with m.Else():
+                                m.next = "LM_RWAIT"
+                        with m.Case(Cmd.READ_MODEL.value):
+                            m.d.sync += [rm_offset.eq(req_read.offset),
+                                         rm_count.eq(req_read.count)]
+                            respond(Status.OK, req_read.count * _MW, model=True)
+                        with m.Case(Cmd.LOAD_LEVELS.value):
+                            m.d.sync += [idx.eq(0), bcnt.eq(0), tb_bad.eq(0)]
+                            m.next = "LL_DATA"
+                        with m.Case(Cmd.TRAIN_STREAM.value):
+                            m.d.sync += bcnt.eq(0)
+                            m.next = "TS_BYTE"
+                        with m.Case(Cmd.STORE_DATA.value):
+                            m.d.sync += [idx.eq(req_store.offset), idx_end.eq(sd_end),
+                                         bcnt.eq(0)]
+                            m.next = "SD_BYTE"
+                        with m.Case(Cmd.RUN_EPOCHS.value):
+                            m.d.sync += epochs_left.eq(req_run.epochs)
+                            respond(Status.OK)
+
+            with m.State("DRAIN"):
+                m.d.comb += rx.o_payload.ready.eq(remaining != 0)
+                with m.If(remaining == 0):
+                    m.next = "RESP_HDR"
+
+            # --- CONFIGURE: R, the epoch's words, a zero model ------------------------------------
+            with m.State("CFG_R"):
+                with m.If(cfg_rem <= per_last):
+                    m.d.sync += [mul_acc.eq(0), mul_cand.eq(creq.rows_per_epoch),
+                                 mul_plier.eq(row_words)]
+                    m.next = "CFG_MUL"
+                with m.Else():
+                    m.d.sync += [cfg_rem.eq(Mux(cfg_rem > per_word, cfg_rem - per_word, 0)),
+                                 row_words.eq(row_words + 1)]
+            with m.State("CFG_MUL"):
+                with m.If(mul_plier == 0):
+                    m.d.sync += epoch_words.eq(mul_acc)
+                    m.next = "CFG_LWAIT"
+                with m.Else():
+                    with m.If(mul_plier[0]):
+                        m.d.sync += mul_acc.eq(mul_acc + mul_cand)
+                    m.d.sync += [mul_cand.eq(mul_cand << 1), mul_plier.eq(mul_plier >> 1)]
+            with m.State("CFG_LWAIT"):
+                with m.If(~pipe.busy):
+                    m.d.comb += pipe.load.eq(1)
+                    m.d.sync += idx.eq(0)
+                    m.next = "CFG_LOAD"
+            with m.State("CFG_LOAD"):
+                m.d.comb += [pipe.i_model.valid.eq(1), pipe.i_model.payload.eq(0)]
+                with m.If(pipe.i_model.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == n - 1):
+                        respond(Status.OK)
+
+            # --- LOAD_MODEL: read all, merge, load all --------------------------------------------
+            with m.State("LM_RWAIT"):
+                with m.If(~pipe.busy):
+                    m.d.comb += pipe.read.eq(1)
+                    m.d.sync += idx.eq(0)
+                    m.next = "LM_READ"
+            with m.State("LM_READ"):
+                m.d.comb += [pipe.o_model.ready.eq(1), st_wr.addr.eq(idx),
+                             st_wr.data.eq(pipe.o_model.payload),
+                             st_wr.en.eq(pipe.o_model.valid)]
+                with m.If(pipe.o_model.valid):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == n - 1):
+                        m.d.sync += [idx.eq(req_off.offset), bcnt.eq(0)]
+                        m.next = "LM_DATA"
+            with m.State("LM_DATA"):
+                m.d.comb += [rx.o_payload.ready.eq(remaining != 0), st_wr.addr.eq(idx),
+                             st_wr.data.eq(small_next),
+                             st_wr.en.eq(take & (bcnt == _MW - 1))]
+                with m.If(take):
+                    m.d.sync += [small.eq(small_next), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == _MW - 1):
+                        m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
+                with m.If(remaining == 0):
+                    m.next = "LM_LWAIT"
+            with m.State("LM_LWAIT"):
+                with m.If(~pipe.busy):
+                    m.d.comb += pipe.load.eq(1)
+                    m.d.sync += [idx.eq(0), idx_end.eq(0), lvalid.eq(0)]
+                    m.next = "LM_LOAD"
+            with m.State("LM_LOAD"):
+                fetch = ~lvalid | pipe.i_model.ready
+                m.d.comb += [st_rd.addr.eq(idx), st_rd.en.eq(fetch),
+                             pipe.i_model.valid.eq(lvalid), pipe.i_model.payload.eq(st_rd.data)]
+                with m.If(fetch):
+                    m.d.sync += lvalid.eq(idx != n)
+                    with m.If(idx != n):
+                        m.d.sync += idx.eq(idx + 1)
+                with m.If(lvalid & pipe.i_model.ready):
+                    m.d.sync += idx_end.eq(idx_end + 1)        # words loaded
+                    with m.If(idx_end == n - 1):
+                        respond(Status.OK)
+
+            # --- LOAD_LEVELS: check every entry into a buffer, then write the pipeline ------------
+            with m.State("LL_DATA"):
+                entry = small_next[16:].as_signed()
+                m.d.comb += [rx.o_payload.ready.eq(remaining != 0), tb_wr.addr.eq(idx),
+                             tb_wr.data.eq(entry), tb_wr.en.eq(take & (bcnt == _LE - 1))]
+                with m.If(take):
+                    m.d.sync += [small.eq(small_next), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == _LE - 1):
+                        m.d.sync += [bcnt.eq(0), idx.eq(idx + 1), tb_prev.eq(entry)]
+                        with m.If((entry > contract.TABLE_MAX) | (entry < -contract.TABLE_MAX) |
+                                  ((idx != 0) & (entry <= tb_prev.as_signed()))):
+                            m.d.sync += tb_bad.eq(1)
+                with m.If(remaining == 0):
+                    m.next = "LL_END"
+            with m.State("LL_END"):
+                with m.If(tb_bad):
+                    m.d.sync += [last_error.eq(Status.BAD_ARGUMENT), last_error_cmd.eq(cmd)]
+                    respond(Status.BAD_ARGUMENT)
+                with m.Else():
+                    with m.Switch(idx):
+                        for k in range(2, MAX_BITS + 1):
+                            with m.Case(1 << k):
+                                m.d.sync += table_log2.eq(k)
+                    m.d.sync += [idx_end.eq(idx), idx.eq(0), cp_valid.eq(0)]
+                    m.next = "LL_COPY"
+            with m.State("LL_COPY"):
+                m.d.comb += [tb_rd.addr.eq(idx), pipe.i_table.valid.eq(cp_valid),
+                             pipe.i_table.payload.index.eq(cp_index),
+                             pipe.i_table.payload.value.eq(tb_rd.data)]
+                m.d.sync += [cp_valid.eq(idx != idx_end), cp_index.eq(idx)]
+                with m.If(idx != idx_end):
+                    m.d.sync += idx.eq(idx + 1)
+                with m.Elif(~cp_valid):
+                    respond(Status.OK)
+
+            # --- TRAIN_STREAM: words into the pipeline, a run per epoch ---------------------------
+            with m.State("TS_BYTE"):
+                m.d.comb += rx.o_payload.ready.eq(remaining != 0)
+                with m.If(take):
+                    m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == wb - 1):
+                        m.d.sync += bcnt.eq(0)
+                        m.next = "TS_PUSH"
+                with m.Elif(remaining == 0):
+                    m.next = "TS_WAIT"
+            with m.State("TS_PUSH"):
+                with m.If((epoch_pos == 0) & ~started):
+                    m.next = "TS_START"
+                with m.Else():
+                    m.d.comb += [ts_valid.eq(1), ts_word.eq(asm)]
+                    with m.If(ts_fire):
+                        with m.If(row_pos == row_words - 1):
+                            m.d.sync += [row_pos.eq(0), run_rows.eq(run_rows + 1)]
+                        with m.Else():
+                            m.d.sync += row_pos.eq(row_pos + 1)
+                        with m.If(epoch_pos == epoch_words - 1):
+                            m.d.sync += [epoch_pos.eq(0), started.eq(0)]
+                        with m.Else():
+                            m.d.sync += epoch_pos.eq(epoch_pos + 1)
+                        m.next = "TS_BYTE"
+            with m.State("TS_START"):
+                with m.If(~run_active & ~pipe.busy):
+                    m.d.comb += pipe.start.eq(1)
+                    m.d.sync += [run_active.eq(1), resident_run.eq(0), started.eq(1),
+                                 run_rows.eq(0)]
+                    m.next = "TS_PUSH"
+            with m.State("TS_WAIT"):
+                with m.If(~run_active | (pipe.rows == run_rows)):
+                    respond(Status.OK, struct_bytes(TrainStreamReply), ts_reply.as_value())
+
+            # --- STORE_DATA -----------------------------------------------------------------------
+            with m.State("SD_BYTE"):
+                m.d.comb += [rx.o_payload.ready.eq(remaining != 0), mem.w_addr.eq(idx),
+                             mem.w_data.eq(asm_next), mem.w_en.eq(take & (bcnt == wb - 1))]
+                with m.If(take):
+                    m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
+                    with m.If(bcnt == wb - 1):
+                        m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
+                with m.If(remaining == 0):
+                    m.d.sync += stored_words.eq(idx_end)
+                    respond(Status.OK, struct_bytes(StoreDataReply), sd_reply.as_value())
+
+            # --- the response: header, then bytes from the cache or the pipeline's model ----------
+            with m.State("RESP_HDR"):
+                m.d.comb += [tx.i_header.valid.eq(1),
+                             tx.i_header.payload.eq(
+                                 Mux(verdict, out_hdr.as_value(), cache.as_value()))]
+                with m.If(tx.i_header.ready):
+                    m.d.sync += idx.eq(0)
+                    with m.If(verdict | (cache.length == 0)):
+                        m.next = "IDLE"
+                    with m.Elif(cache_model):
+                        m.next = "RM_WAIT"
+                    with m.Else():
+                        m.next = "RESP_REG"
+            with m.State("RESP_REG"):
+                m.d.comb += [txf.w_stream.valid.eq(1),
+                             txf.w_stream.payload.eq(reply.word_select(idx[:6], 8))]
+                with m.If(txf.w_stream.ready):
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(idx == cache.length - 1):
+                        m.next = "IDLE"
+            with m.State("RM_WAIT"):
+                with m.If(~pipe.busy):
+                    m.d.comb += pipe.read.eq(1)
+                    m.d.sync += idx.eq(0)
+                    m.next = "RM_WORD"
+            with m.State("RM_WORD"):
+                in_range = (idx >= rm_offset) & (idx < rm_offset + rm_count)
+                with m.If(idx == n):
+                    m.next = "IDLE"
+                with m.Elif(pipe.o_model.valid):
+                    m.d.comb += pipe.o_model.ready.eq(1)
+                    m.d.sync += idx.eq(idx + 1)
+                    with m.If(in_range):
+                        m.d.sync += [w_word.eq(pipe.o_model.payload), bcnt.eq(0)]
+                        m.next = "RM_BYTES"
+            with m.State("RM_BYTES"):
+                m.d.comb += [txf.w_stream.valid.eq(1),
+                             txf.w_stream.payload.eq(w_word.word_select(bcnt[:2], 8))]
+                with m.If(txf.w_stream.ready):
+                    m.d.sync += bcnt.eq(bcnt + 1)
+                    with m.If(bcnt == _MW - 1):
+                        m.next = "RM_WORD"
+        return m
+
+
+class Device(wiring.Component):
+    """The protocol device on a UART: :class:`DeviceCore` between a UART receiver and
+    transmitter (8N1, ``baud`` from ``clk_freq``).
+
+    Parameters
+    ----------
+    width, n_max, memory_words
+        As :class:`DeviceCore`.
+    clk_freq : float
+        Core clock, Hz.
+    baud : int
+        Line rate.
+    **params
+        Passed to :class:`DeviceCore` (``max_payload``, ``batch_max``, ``tables``, ``build_id``,
+        ``rx_timeout``).
+
+    Members
+    -------
+    rx : In(1)
+        Serial input from the host (asynchronous, idle high).
+    tx : Out(1)
+        Serial output to the host, idle high.
+    """
+
+    def __init__(self, width=128, n_max=1024, memory_words=4096, *, clk_freq,
+                 baud=DEFAULT_BAUD, **params):
+        self.core = DeviceCore(width, n_max, memory_words, clk_freq=clk_freq, baud=baud,
+                               **params)
+        self.clk_freq, self.baud = clk_freq, baud
+        super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
+
+    @property
+    def capabilities(self):
+        return self.core.capabilities
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.uart_rx = uart_rx = UARTReceiver(clk_freq=self.clk_freq, baud=self.baud)
+        m.submodules.uart_tx = uart_tx = UARTTransmitter(clk_freq=self.clk_freq, baud=self.baud)
+        m.submodules.core = self.core
+        m.d.comb += [uart_rx.rx.eq(self.rx), self.tx.eq(uart_tx.tx)]
+        wiring.connect(m, uart_rx.o_stream, self.core.i_stream)
+        wiring.connect(m, self.core.o_stream, uart_tx.i_stream)
+        return m
+
