@@ -14,7 +14,7 @@ Cores available now (:data:`CORES`):
 """
 
 from amaranth import Cat, ClockDomain, ClockSignal, Instance, Module, ResetSignal, Signal
-from amaranth.lib import fifo, wiring
+from amaranth.lib import fifo, io, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
@@ -189,7 +189,8 @@ class BoardTop(wiring.Component):
 
     def _pll_ecp5(self, m, platform, clk_out, locked):
         p = self.board.pll
-        clk_in = platform.request(platform.default_clk, dir="i")
+        m.submodules.clk_buf = clk_in = io.Buffer(
+            "i", platform.request(platform.default_clk, dir="-"))
         m.submodules.pll = Instance(
             "EHXPLLL",
             a_FREQUENCY_PIN_CLKI=f"{p.f_in / 1e6:g}",
@@ -256,7 +257,9 @@ class BoardTop(wiring.Component):
         m.d.comb += ResetSignal("sync").eq(~running)
 
         m.submodules.core = self.core
-        uart = platform.request("uart", 0)
-        m.d.comb += [self.core.rx.eq(uart.rx.i), uart.tx.o.eq(self.core.tx)]
-        m.d.comb += platform.request("led", 0).o.eq(running)
+        uart = platform.request("uart", 0, dir="-")
+        m.submodules.rx_buf = rx_buf = io.Buffer("i", uart.rx)
+        m.submodules.tx_buf = tx_buf = io.Buffer("o", uart.tx)
+        m.submodules.led_buf = led_buf = io.Buffer("o", platform.request("led", 0, dir="-"))
+        m.d.comb += [self.core.rx.eq(rx_buf.i), tx_buf.o.eq(self.core.tx), led_buf.o.eq(running)]
         return m
