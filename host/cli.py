@@ -49,6 +49,9 @@ def build_parser():
     info = sub.add_parser("info", help="print a device's capabilities")
     info.add_argument("--device", default="inproc", help=f"which device: {DEVICE_HELP}")
     info.add_argument("--timeout", type=float, default=2.0, help="seconds per response")
+    from zipml.hw import build as hw_build
+    hw_build.add_build_arguments(sub.add_parser("build", help="build a board's bitstream"))
+    hw_build.add_program_arguments(sub.add_parser("program", help="load a bitstream onto a board"))
     demo = sub.add_parser("demo", help="train on diabetes at several precisions, print a table")
     demo.add_argument("--device", default="golden")
     demo.add_argument("--epochs", type=int, default=15)
@@ -155,6 +158,9 @@ def run_demo(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    if args.command in ("build", "program"):
+        from zipml.hw import build as hw_build
+        return {"build": hw_build.run_build, "program": hw_build.run_program}[args.command](args)
     return {"train": run_train, "info": run_info, "demo": run_demo}[args.command](args)
 
 
