@@ -31,6 +31,7 @@ import numpy as np
 from zipml.contract import Encoding, Format, LevelMode, Loss
 from zipml.host import reference
 from zipml.host.datasets import load_dataset
+from zipml.host.levels import optimal_table
 from zipml.host.train import objective, prepare, train
 from zipml.sim.golden import GoldenDevice
 
@@ -148,27 +149,8 @@ def _stamp(meta):
 # --- level tables ----------------------------------------------------------------------------
 
 def _optimal_table(values, fmt):
-    """Variance-optimal table for ``fmt``: zipml.host.levels when present, else the same DP over
-    the 511 grid points done here (recorded in the results)."""
-    try:
-        from zipml.host.levels import optimal_table
-    except ImportError:
-        optimal_table = None
-    if optimal_table is not None:
-        return tuple(int(t) for t in optimal_table(values, fmt)), "zipml.host.levels"
-    from zipml import contract
-    scale = 1 << contract.TABLE_FRAC
-    v = np.asarray(values, np.float64).ravel()
-    if v.size > 200_000:
-        pick = np.random.default_rng(0).choice(v.size, 200_000, replace=False)
-        v = np.concatenate([v[pick], [v.min(), v.max()]])
-    grid = np.arange(-contract.TABLE_MAX, contract.TABLE_MAX + 1) / scale
-    lv = reference._fallback_optimal_levels(v, fmt.n_levels, candidates=grid)
-    table = np.unique(np.round(lv * scale).astype(int))
-    if len(table) != fmt.n_levels:  # fewer distinct values than levels: pad with grid points
-        extra = [g for g in range(-contract.TABLE_MAX, contract.TABLE_MAX + 1) if g not in table]
-        table = np.sort(np.concatenate([table, extra[:fmt.n_levels - len(table)]]))
-    return tuple(int(t) for t in table), "bench fallback (DP over the 511 grid points)"
+    """Variance-optimal table for ``fmt`` and where it came from (recorded in the results)."""
+    return tuple(int(t) for t in optimal_table(values, fmt)), "zipml.host.levels"
 
 
 # --- one data set ------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ order: per epoch sample A of all rows, then sample B (then the further samples o
 import numpy as np
 
 from zipml import contract
+from zipml.host.levels import optimal_levels
 from zipml.host.quantize import quantize
 
 __all__ = [
@@ -54,52 +55,12 @@ SCHEMES = ("float", "nearest", "naive", "double", "double_symmetric", "double_op
 _STOCHASTIC = ("naive", "double", "double_symmetric", "double_optimal", "chebyshev", "refetch")
 
 
-try:
-    from zipml.host.levels import optimal_levels
-except ImportError:  # pragma: no cover - until zipml.host.levels exists
-    optimal_levels = None
-
-
-def _fallback_optimal_levels(values, s, candidates=None, method="auto"):
-    """Minimal stand-in for ``zipml.host.levels.optimal_levels``: DP over candidate points."""
-    v = np.sort(np.asarray(values, dtype=np.float64).ravel())
-    if candidates is None:
-        u = np.unique(v)
-        candidates = u if len(u) <= 512 else np.unique(np.quantile(v, np.linspace(0, 1, 512)))
-    c = np.unique(np.concatenate([[v[0], v[-1]], np.asarray(candidates, np.float64)]))
-    c = c[(c >= v[0]) & (c <= v[-1])]
-    if s >= len(c):
-        return c
-    # Prefix sums of count, sum and sum of squares of the values up to each candidate.
-    idx = np.searchsorted(v, c, side="right")
-    n = np.concatenate([[0], np.cumsum(np.ones_like(v))])[idx]
-    s1 = np.concatenate([[0.0], np.cumsum(v)])[idx]
-    s2 = np.concatenate([[0.0], np.cumsum(v * v)])[idx]
-    lo, hi = np.meshgrid(np.arange(len(c)), np.arange(len(c)), indexing="ij")
-    cl, ch = c[lo], c[hi]
-    cost = -(s2[hi] - s2[lo]) + (cl + ch) * (s1[hi] - s1[lo]) - cl * ch * (n[hi] - n[lo])
-    cost = np.where(hi > lo, cost, np.inf)
-    best = np.full(len(c), np.inf)
-    best[0] = 0.0
-    back = np.zeros((s, len(c)), dtype=np.int64)
-    for k in range(1, s):
-        total = best[:, None] + cost
-        back[k] = np.argmin(total, axis=0)
-        best = total[back[k], np.arange(len(c))]
-    out, m = [len(c) - 1], len(c) - 1
-    for k in range(s - 1, 0, -1):
-        m = back[k, m]
-        out.append(m)
-    return c[np.array(out[::-1])]
-
-
 def _quantize(values, levels, rounding, rng):
     return np.asarray(levels)[quantize(values, levels, rounding, rng)]
 
 
 def _optimal_levels(values, s):
-    fn = optimal_levels if optimal_levels is not None else _fallback_optimal_levels
-    return np.asarray(fn(values, s), dtype=np.float64)
+    return np.asarray(optimal_levels(values, s), dtype=np.float64)
 
 
 def uniform_levels(bits, signed=True):
