@@ -52,6 +52,18 @@ def build_parser():
     from zipml.hw import build as hw_build
     hw_build.add_build_arguments(sub.add_parser("build", help="build a board's bitstream"))
     hw_build.add_program_arguments(sub.add_parser("program", help="load a bitstream onto a board"))
+    serve = sub.add_parser("serve-sim", help="serve the virtual board (the device's gateware "
+                           "in Verilator) on a TCP port until interrupted")
+    serve.add_argument("--port", type=int, default=0, help="TCP port (0: a free one)")
+    serve.add_argument("--width", type=int, choices=WORD_WIDTHS, default=128)
+    serve.add_argument("--n-max", type=int, default=256)
+    serve.add_argument("--memory-words", type=int, default=4096)
+    bench = sub.add_parser("bench", help="reproduce the paper's claims: convergence, cycles, "
+                           "throughput, reliability; writes bench.json, RESULTS.md, plots")
+    bench.add_argument("--out", default="results", help="output folder")
+    bench.add_argument("--quick", action="store_true",
+                       help="a reduced run (about a minute or two; CI), into OUT/quick")
+    bench.add_argument("--no-rtl", action="store_true", help="skip the Verilator measurements")
     demo = sub.add_parser("demo", help="train on diabetes at several precisions, print a table")
     demo.add_argument("--device", default="golden")
     demo.add_argument("--epochs", type=int, default=15)
@@ -119,6 +131,57 @@ def run_info(args):
     return 0
 
 
+def run_serve_sim(args):
+    import signal
+
+    from zipml.sim.virtual_board import start_virtual_board, stop
+    print("starting the virtual board (the first start of a configuration compiles it)...",
+          file=sys.stderr, flush=True)
+    proc, port = start_virtual_board(args.port, width=args.width, n_max=args.n_max,
+                                     memory_words=args.memory_words)
+    print(f"serving socket://127.0.0.1:{port} (W={args.width}, n_max={args.n_max}); "
+          "Ctrl-C stops it", flush=True)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    try:
+        while not stopping and proc.poll() is None:
+            time.sleep(0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not orphan it
+        stop(proc)
+    print("stopped", file=sys.stderr)
+    return 0
+
+
+def run_bench(args):
+    from pathlib import Path
+
+    from zipml.host import bench, perf, reliability
+    out = Path(args.out) / "quick" if args.quick else Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "zipml bench" + (" --quick" if args.quick else "") + \
+        (" --no-rtl" if args.no_rtl else "")
+    conv = bench.run_convergence(out, quick=args.quick, command=command)
+    lowest = {k: v["double"] for k, v in conv["claims"]["lowest_bits_within_1pct"].items()}
+    n_features = {k: d["features"] + 1 for k, d in conv["datasets"].items()}
+    print("performance...", file=sys.stderr, flush=True)
+    performance = perf.run_performance(args.quick, lowest, n_features, rtl=not args.no_rtl)
+    print("reliability...", file=sys.stderr, flush=True)
+    rel = reliability.run_reliability(quick=args.quick)
+    results = {"meta": conv["meta"], "convergence": conv, "performance": performance,
+               "reliability": rel}
+    (out / "bench.json").write_text(json.dumps(results, indent=1, default=str))
+    bench.write_results_md(conv, out / "RESULTS.md")
+    perf.write_performance_md(performance, conv["meta"], out / "RESULTS.md")
+    reliability.write_reliability_md(rel, conv["meta"], out / "RESULTS.md")
+    if not args.quick:
+        perf.write_readme_section(results, Path("README.md"), out)
+    print(f"wrote {out / 'bench.json'} and {out / 'RESULTS.md'}")
+    return 0
+
+
 def run_demo(args):
     from zipml.host.datasets import load_dataset
     from zipml.host.levels import optimal_table
@@ -161,7 +224,8 @@ def main(argv=None):
     if args.command in ("build", "program"):
         from zipml.hw import build as hw_build
         return {"build": hw_build.run_build, "program": hw_build.run_program}[args.command](args)
-    return {"train": run_train, "info": run_info, "demo": run_demo}[args.command](args)
+    return {"train": run_train, "info": run_info, "serve-sim": run_serve_sim,
+            "bench": run_bench, "demo": run_demo}[args.command](args)
 
 
 if __name__ == "__main__":

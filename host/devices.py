@@ -7,9 +7,10 @@ simulation, or to the protocol device in this process.
 
 from urllib.parse import parse_qs, urlsplit
 
-__all__ = ["DEVICE_HELP", "open_device", "open_transport"]
+__all__ = ["DEVICE_HELP", "RTL_N_MAX", "open_device", "open_transport", "open_virtual_board"]
 
-DEVICE_HELP = ("golden (the numpy model of the device); inproc or loop (the protocol device in "
+DEVICE_HELP = ("golden (the numpy model of the device); rtl (the device's gateware simulated "
+               "in Verilator, started for the run); inproc or loop (the protocol device in "
                "this process, over real frames); socket://HOST:PORT; "
                "serial:///dev/ttyUSB1?baud=3000000 or a tty path; xdma:///dev/xdma0 (PCIe)")
 
@@ -55,6 +56,36 @@ def open_device(spec, *, width=128, n_max=1024, timeout=5.0, retries=3):
     if spec == "golden":
         from zipml.sim.golden import GoldenDevice
         return GoldenDevice(width=width, n_max=n_max)
+    if spec == "rtl":
+        return open_virtual_board(width=width, n_max=min(n_max, RTL_N_MAX), timeout=timeout,
+                                  retries=retries)
     from zipml.host.client import DeviceClient
     return DeviceClient(open_transport(spec, width=width, n_max=n_max), timeout=timeout,
                         retries=retries)
+
+
+#: n_max of the virtual board ``rtl`` starts (its Verilator build grows with n_max).
+RTL_N_MAX = 256
+
+
+def open_virtual_board(*, width=128, n_max=RTL_N_MAX, timeout=5.0, retries=3, **params):
+    """Start the virtual board (the device's gateware in Verilator) and connect to it; closing
+    the client stops the board. The first start of a configuration compiles it (minutes)."""
+    from zipml.host.client import DeviceClient
+    from zipml.host.transport import SerialTransport
+    from zipml.sim.virtual_board import start_virtual_board, stop
+
+    class VirtualBoardClient(DeviceClient):
+        def close(self):
+            try:
+                super().close()
+            finally:
+                stop(proc)
+
+    proc, port = start_virtual_board(width=width, n_max=n_max, **params)
+    try:
+        return VirtualBoardClient(SerialTransport(f"socket://127.0.0.1:{port}"),
+                                  timeout=timeout, retries=retries)
+    except BaseException:
+        stop(proc)
+        raise
