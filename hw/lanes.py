@@ -93,16 +93,20 @@ def uniform_value(n, half, unsigned_levels):
     return Mux(unsigned_levels, n, signed_value)
 
 
-def shift_add_mul(a, b):
+def shift_add_mul(a, b, parts=1):
     """``a * b`` for a narrow signed ``b``, as a sum of shifted copies of ``a``.
 
-    Keeps yosys from mapping narrow products onto hard multipliers (see TOOLCHAIN.md).
+    Keeps yosys from mapping narrow products onto hard multipliers (see TOOLCHAIN.md). With
+    ``parts > 1`` returns that many partial sums (to register before adding them up).
     """
     terms = []
     for k in range(len(b)):
         term = Mux(b[k], a << k, 0)
         terms.append(-term if k == len(b) - 1 and b.shape().signed else term)
-    return sum_tree(terms)
+    if parts == 1:
+        return sum_tree(terms)
+    size = -(-len(terms) // parts)
+    return [sum_tree(terms[i:i + size]) for i in range(0, len(terms), size)]
 
 
 def sum_tree(terms):

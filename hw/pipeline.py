@@ -97,6 +97,10 @@ class SGDPipeline(wiring.Component):
         Largest n_features.
     max_table_bits : int
         Largest b for which level tables are held (1 drops tables; default all).
+    mul_stages : int
+        0 or 1: extra register stages inside the lane products (splits the shift-and-add sums,
+        registers the RAW hard-multiplier outputs) for a faster clock;
+        :mod:`zipml.sim.timing` counts them.
 
     Members
     -------
@@ -121,10 +125,14 @@ class SGDPipeline(wiring.Component):
         Busy cycles of the current run (:func:`zipml.sim.timing.run_cycles`).
     """
 
-    def __init__(self, width=128, n_max=1024, *, max_table_bits=MAX_BITS):
+    def __init__(self, width=128, n_max=1024, *, max_table_bits=MAX_BITS,
+                 mul_stages=timing.MUL_STAGES):
         if width % 32 or width < 32:
             raise ValueError(f"width must be a multiple of 32, not {width}")
+        if mul_stages not in (0, 1):
+            raise ValueError(f"mul_stages must be 0 or 1, not {mul_stages}")
         self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
+        self.mul_stages = mul_stages
         self.lanes = width
         self.raw_lanes = width // 32
         p_all = sorted({lanes_in_word(width, f) for f in all_formats()})
@@ -134,7 +142,7 @@ class SGDPipeline(wiring.Component):
             self.depths.append(max(1, -(-(n_max - j) // p)))
         self.table_bits = [lane_table_bits(width, j, max_table_bits) for j in range(self.lanes)]
         self.row_words_max = max(row_words(width, f, n_max) for f in all_formats())
-        self.dot_latency = timing.dot_latency(width)
+        self.dot_latency = timing.dot_latency(width, mul_stages)
         self.tree_stages = timing.tree_stages(width)
         self.fifo_depth = self.row_words_max + self.dot_latency + 4
         self.acc_width = 42 + max(1, (n_max - 1).bit_length()) + 1
@@ -159,6 +167,18 @@ class SGDPipeline(wiring.Component):
             m.d.sync += reg.eq(value)
             value = reg
         return value
+
+    def _product(self, m, a, b, name):
+        """``a * b`` (narrow ``b``) as shift-and-add; with ``mul_stages`` its two halves are
+        registered before the final addition."""
+        if not self.mul_stages:
+            return shift_add_mul(a, b)
+        regs = []
+        for i, part in enumerate(shift_add_mul(a, b, parts=2)):
+            reg = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}")
+            m.d.sync += reg.eq(part)
+            regs.append(reg)
+        return sum_tree(regs)
 
     def elaborate(self, platform):
         m = Module()
@@ -331,9 +351,8 @@ class SGDPipeline(wiring.Component):
 
         # --- S2: products ------------------------------------------------------------------------
         prod_shape = signed(42)
-        t_valid = Signal()
-        t_meta = Signal(meta_layout)
-        m.d.sync += [t_valid.eq(s2_valid), t_meta.eq(s2_meta)]
+        t_valid = self._pipe(m, s2_valid, 1 + self.mul_stages, "t_valid")
+        t_meta = self._pipe(m, s2_meta, 1 + self.mul_stages, "t_meta")
         prods, los = [], []
         for j in range(L):
             w_hat = snap_rd[j].data
@@ -343,10 +362,13 @@ class SGDPipeline(wiring.Component):
                 value = Mux(table_mode, tab_a[j].data, s2_uni[j])
             m.d.comb += va.eq(Mux(s2_lane_ok[j], value, 0))
             p = Signal(prod_shape, name=f"prod{j}")
-            code_p = shift_add_mul(w_hat, va)
+            code_p = self._product(m, w_hat, va, f"dotpart{j}")
             if j < self.raw_lanes:
                 full = Signal(signed(64), name=f"rawprod{j}")
-                m.d.comb += full.eq(w_hat * s2_raw[j])
+                if self.mul_stages:
+                    m.d.sync += full.eq(w_hat * s2_raw[j])
+                else:
+                    m.d.comb += full.eq(w_hat * s2_raw[j])
                 lo = Signal(_LO_SHIFT, name=f"lo{j}")
                 m.d.sync += [p.eq(Mux(is_raw, full >> _LO_SHIFT, code_p)),
                              lo.eq(Mux(is_raw, full[:_LO_SHIFT], 0))]
@@ -471,11 +493,16 @@ class SGDPipeline(wiring.Component):
                 u2_raw.append(raw)
 
         # --- U2: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------
+        # the stage feeding U3 (U2, or its extra product stage) issues the working-model read
+        x_valid = self._pipe(m, u2_valid, self.mul_stages, "x_valid")
+        x_last = self._pipe(m, u2_last, self.mul_stages, "x_last")
+        x_wi = self._pipe(m, u2_wi, self.mul_stages, "x_wi")
+        x_row = self._pipe(m, u2_row, self.mul_stages, "x_row")
         u3_valid, u3_last = Signal(), Signal()
         u3_wi = Signal.like(in_wi)
         u3_row = Signal(row_layout)
-        m.d.sync += [u3_valid.eq(u2_valid), u3_last.eq(u2_last), u3_wi.eq(u2_wi),
-                     u3_row.eq(u2_row)]
+        m.d.sync += [u3_valid.eq(x_valid), u3_last.eq(x_last), u3_wi.eq(x_wi),
+                     u3_row.eq(x_row)]
         deltas, u3_ok = [], []
         for j in range(L):
             c = c_copies[j // _GROUP]
@@ -485,16 +512,21 @@ class SGDPipeline(wiring.Component):
                 value = Mux(table_mode, tab_b[j].data, u2_uni[j])
             m.d.comb += vb.eq(value)
             shift = _DELTA_SHIFT + VALUE_FRAC
-            code_d = (shift_add_mul(c, vb) + (1 << (shift - 1))) >> shift
+            code_d = (self._product(m, c, vb, f"updpart{j}") + (1 << (shift - 1))) >> shift
             d = Signal(signed(30), name=f"delta{j}")
             if j < self.raw_lanes:
                 rshift = _DELTA_SHIFT + RAW_FRAC
-                raw_d = (c * u2_raw[j] + (1 << (rshift - 1))) >> rshift
+                full = Signal(signed(64), name=f"rawupd{j}")
+                if self.mul_stages:
+                    m.d.sync += full.eq(c * u2_raw[j])
+                else:
+                    m.d.comb += full.eq(c * u2_raw[j])
+                raw_d = (full + (1 << (rshift - 1))) >> rshift
                 m.d.sync += d.eq(Mux(is_raw, raw_d, code_d))
             else:
                 m.d.sync += d.eq(code_d)
             ok = Signal(name=f"u3_ok{j}")
-            m.d.sync += ok.eq(u2_ok[j] & u2_valid)
+            m.d.sync += ok.eq(self._pipe(m, u2_ok[j] & u2_valid, self.mul_stages, f"x_ok{j}"))
             deltas.append(d)
             u3_ok.append(ok)
 
@@ -567,7 +599,7 @@ class SGDPipeline(wiring.Component):
             with m.If(reading):
                 m.d.comb += [work_rd[j].addr.eq(rb_addr), work_rd[j].en.eq(rb_issue)]
             with m.Else():
-                m.d.comb += [work_rd[j].addr.eq(u2_wi), work_rd[j].en.eq(1)]
+                m.d.comb += [work_rd[j].addr.eq(x_wi), work_rd[j].en.eq(1)]
 
         # --- counters and the run's state machine ------------------------------------------------
         last_epoch = self.epochs + 1 == cfg.epochs

@@ -9,8 +9,8 @@ The schedule, per row of R words:
 - the input accepts one word per cycle; a row's words are back to back;
 - the first word of batch k (k >= 1 + delay in its epoch) waits for the cycle in which the last
   word of batch k - 1 - delay is written back (:func:`dot_latency` + R - 1 +
-  :data:`UPDATE_WRITE` cycles after that batch's last input word); this is the only per-batch
-  overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + UPDATE_WRITE - 2``;
+  :func:`update_write` cycles after that batch's last input word); this is the only per-batch
+  overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + update_write - 2``;
 - an epoch ends when its last row is written back; the next epoch's first word is accepted
   :data:`EPOCH_GAP` cycles later, plus ``n + 1`` when the pipeline streams a snapshot of the
   model after every epoch.
@@ -18,11 +18,15 @@ The schedule, per row of R words:
 
 from zipml import contract
 
-__all__ = ["FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
-           "UPDATE_WRITE", "EPOCH_GAP", "tree_stages", "dot_latency", "run_cycles",
+__all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
+           "UPDATE_WRITE", "EPOCH_GAP", "tree_stages", "dot_latency", "update_write", "run_cycles",
            "efficiency"]
 
-#: Accept (S0), decode (S1: codes, table and snapshot reads), multiply (S2).
+#: Default extra register stages inside the lane products (SGDPipeline's ``mul_stages``): one
+#: splits the shift-and-add sums and registers the RAW hard-multiplier outputs.
+MUL_STAGES = 1
+#: Accept (S0), decode (S1: codes, table and snapshot reads), multiply (S2), before the
+#: ``mul_stages`` extra product stages.
 FRONT_STAGES = 3
 #: Adder-tree levels between two registers.
 TREE_LEVELS_PER_STAGE = 2
@@ -30,7 +34,8 @@ TREE_LEVELS_PER_STAGE = 2
 ACC_STAGES = 1
 #: Gradient scalar: D, loss operands, g, g * lr, c (``zipml.hw.scalar.GradientScalar``).
 SCALAR_STAGES = 5
-#: From popping a replayed word (U0) to writing its lanes back (U3).
+#: From popping a replayed word (U0) to writing its lanes back (U3), before the ``mul_stages``
+#: extra product stages.
 UPDATE_WRITE = 3
 #: Cycles from an epoch's last write-back to accepting the next epoch's first word.
 EPOCH_GAP = 1
@@ -42,15 +47,21 @@ def tree_stages(width):
     return -(-levels // TREE_LEVELS_PER_STAGE)
 
 
-def dot_latency(width):
+def dot_latency(width, mul_stages=MUL_STAGES):
     """Cycles from accepting a row's last word to popping its first word for the update."""
-    return FRONT_STAGES + tree_stages(width) + ACC_STAGES + SCALAR_STAGES
+    return FRONT_STAGES + mul_stages + tree_stages(width) + ACC_STAGES + SCALAR_STAGES
 
 
-def run_cycles(width, config, epochs, snapshots=False):
+def update_write(mul_stages=MUL_STAGES):
+    """Cycles from popping a replayed word to writing it back."""
+    return UPDATE_WRITE + mul_stages
+
+
+def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES):
     """Busy cycles of a run of ``epochs`` epochs of ``config`` (a ``TrainConfig``)."""
     r = contract.row_words(width, config.fmt, config.n_features)
-    lat = dot_latency(width)
+    lat = dot_latency(width, mul_stages)
+    write = update_write(mul_stages)
     t = 1                                   # the first cycle a word can be accepted
     last = 0
     for _ in range(epochs):
@@ -62,7 +73,7 @@ def run_cycles(width, config, epochs, snapshots=False):
             if dep >= 0:
                 t = max(t, written[dep])
             last_word = t + rows * r - 1
-            written.append(last_word + lat + r - 1 + UPDATE_WRITE)
+            written.append(last_word + lat + r - 1 + write)
             t = last_word + 1
             left -= rows
             k += 1
@@ -71,7 +82,8 @@ def run_cycles(width, config, epochs, snapshots=False):
     return last
 
 
-def efficiency(width, config, epochs=1, snapshots=False):
+def efficiency(width, config, epochs=1, snapshots=False, mul_stages=MUL_STAGES):
     """Input words over busy cycles: 1.0 means one word every cycle."""
     r = contract.row_words(width, config.fmt, config.n_features)
-    return config.rows_per_epoch * r * epochs / run_cycles(width, config, epochs, snapshots)
+    return config.rows_per_epoch * r * epochs / run_cycles(width, config, epochs, snapshots,
+                                                           mul_stages)
