@@ -39,6 +39,9 @@ def _add_train_arguments(p):
                    help="word width W of the device")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="OUT", help="write the run's results as JSON")
+    p.add_argument("--plot", metavar="PNG", help="write the loss curve as a PNG")
+    p.add_argument("--timeout", type=float, default=5.0,
+                   help="seconds to wait for each device response")
 
 
 def build_parser():
@@ -65,8 +68,9 @@ def build_parser():
                        help="a reduced run (about a minute or two; CI), into OUT/quick")
     bench.add_argument("--no-rtl", action="store_true", help="skip the Verilator measurements")
     demo = sub.add_parser("demo", help="train on diabetes at several precisions, print a table")
-    demo.add_argument("--device", default="golden")
-    demo.add_argument("--epochs", type=int, default=15)
+    demo.add_argument("--device", default="rtl", help=f"where to train: {DEVICE_HELP}")
+    demo.add_argument("--epochs", type=int, default=5)
+    demo.add_argument("--plot", default="demo_loss.png", help="loss-curve PNG to write")
     return parser
 
 
@@ -83,7 +87,7 @@ def run_train(args):
     try:
         fmt = Format(encoding, args.bits, mode)
         data = load_dataset(args.data, seed=args.seed)
-        device = open_device(args.device, width=args.width)
+        device = open_device(args.device, width=args.width, timeout=args.timeout)
         problem = prepare(data.X, data.y, loss=loss, signed=signed, max_features=device.n_max)
         table = None
         if fmt.levels == LevelMode.TABLE:
@@ -111,6 +115,11 @@ def run_train(args):
         out["seconds"] = elapsed
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
+    if args.plot:
+        from zipml.host.plots import plot_loss_curves
+        plot_loss_curves({f"{args.encoding} b={args.bits} on {args.device}": result.loss_curve},
+                         args.plot, f"{data.name}: {args.loss} loss, lr {args.lr}, "
+                         f"batch {args.batch}, seed {args.seed}")
     return 0
 
 
@@ -185,37 +194,63 @@ def run_bench(args):
 def run_demo(args):
     from zipml.host.datasets import load_dataset
     from zipml.host.levels import optimal_table
+    from zipml.host.plots import plot_loss_curves
     from zipml.host.train import objective, prepare, train
+    from zipml.sim.golden import GoldenDevice
 
     data = load_dataset("diabetes")
     problem = prepare(data.X, data.y)
-    rows = []
+    lr, epochs, width = 1 / 32, args.epochs, 64
     # Full-precision float64 SGD on the same scaled data, same order, same learning rate.
-    lr, epochs = 1 / 32, args.epochs
     w = np.zeros(problem.n_features)
+    curve = [objective(problem.xs, problem.y, w, Loss.SQUARED)]
     for _ in range(epochs):
         for x, y in zip(problem.xs, problem.y):
             w -= lr * (x @ w - y) * x
-    rows.append(("float64 (CPU)", 64, objective(problem.xs, problem.y, w, Loss.SQUARED), "-"))
-    runs = [("raw fixed point", Format(Encoding.RAW), "nearest")]
-    for bits in (1, 2, 4, 8):
-        runs.append((f"naive single b={bits}", Format(Encoding.SINGLE, bits), "stochastic"))
-        runs.append((f"double compact b={bits}", Format(Encoding.COMPACT, bits), "stochastic"))
-    runs.append(("double optimal b=2", Format(Encoding.PAIR, 2, LevelMode.TABLE), "stochastic"))
-    runs.append(("double optimal b=3", Format(Encoding.PAIR, 3, LevelMode.TABLE), "stochastic"))
-    for name, fmt, rounding in runs:
-        device = open_device(args.device, width=128)
-        table = None
-        if fmt.levels == LevelMode.TABLE:
-            table = optimal_table((problem.xs[:, :-1] * fmt.top).ravel(), fmt)
-        result = train(device, problem, fmt=fmt, rounding=rounding, table=table,
-                       epochs=epochs, lr=lr)
-        rows.append((name, fmt.field_bits, result.loss_curve[-1], result.stats["row_words"]))
+        curve.append(objective(problem.xs, problem.y, w, Loss.SQUARED))
+    curves = {"float64 (CPU)": curve}
+    runs = [("raw 32-bit fixed point", Format(Encoding.RAW), "nearest"),
+            ("naive single, b=2", Format(Encoding.SINGLE, 2), "stochastic"),
+            ("double sampling, b=2", Format(Encoding.COMPACT, 2), "stochastic"),
+            ("double sampling, b=4", Format(Encoding.COMPACT, 4), "stochastic"),
+            ("double, optimal levels, b=2", Format(Encoding.PAIR, 2, LevelMode.TABLE),
+             "stochastic")]
+    if args.device != "golden":
+        print(f"opening {args.device} (a first start of the virtual board compiles it: "
+              "minutes)...", file=sys.stderr, flush=True)
+    try:
+        device = open_device(args.device, width=width, n_max=64, timeout=10.0)
+    except (ValueError, OSError, RuntimeError, TimeoutError) as exc:
+        raise SystemExit(f"zipml: {exc}") from None
+    rows = [("float64 (CPU)", 64, curve[-1], None, "-")]
+    try:
+        for name, fmt, rounding in runs:
+            table = None
+            if fmt.levels == LevelMode.TABLE:
+                table = optimal_table((problem.xs[:, :-1] * fmt.top).ravel(), fmt)
+            kwargs = dict(fmt=fmt, rounding=rounding, table=table, epochs=epochs, lr=lr,
+                          width=width)
+            golden = train(GoldenDevice(width=width, n_max=64), problem, **kwargs)
+            result = golden if args.device == "golden" else train(device, problem, **kwargs)
+            same = "yes" if np.array_equal(golden.words, result.words) else "NO"
+            rows.append((name, fmt.field_bits, golden.loss_curve[-1], result.loss_curve[-1],
+                         same))
+            curves[f"{name} ({args.device})"] = result.loss_curve
+    finally:
+        if hasattr(device, "close"):
+            device.close()
     print(f"diabetes ({data.X.shape[0]} x {data.X.shape[1]}), {epochs} epochs, lr {lr}, "
-          f"device {args.device}, W = 128")
-    print(f"{'run':26s} {'bits/feature':>12s} {'training loss':>14s} {'words/row':>10s}")
-    for name, fb, value, words in rows:
-        print(f"{name:26s} {fb:12d} {value:14.6f} {words!s:>10s}")
+          f"W = {width}, device {args.device}")
+    print(f"{'run':30s} {'bits/feature':>12s} {'loss, golden':>13s} {'loss, device':>13s} "
+          f"{'same words':>10s}")
+    for name, fb, gold, dev, same in rows:
+        dev = "-" if dev is None else f"{dev:.6f}"
+        print(f"{name:30s} {fb:12d} {gold:13.6f} {dev:>13s} {same:>10s}")
+    plot_loss_curves(curves, args.plot, f"diabetes, {epochs} epochs, lr {lr}: "
+                     f"device {args.device} beside float64")
+    print(f"loss curves: {args.plot}")
+    if any(r[4] == "NO" for r in rows):
+        raise SystemExit("zipml: the device's model words differ from the golden model's")
     return 0
 
 
