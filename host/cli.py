@@ -101,6 +101,12 @@ def run_train(args):
         elapsed = time.perf_counter() - start
     except (ValueError, OSError) as exc:   # DeviceError is a ValueError
         raise SystemExit(f"zipml: {exc}") from None
+    except KeyboardInterrupt:
+        # Requests are whole frames and the next session opens with IDENTIFY and CONFIGURE,
+        # so the device stays usable; say so instead of printing a traceback.
+        print("zipml: interrupted; the device stays usable (the next run configures it again)",
+              file=sys.stderr)
+        return 130
     for epoch, value in enumerate(result.loss_curve):
         print(f"epoch {epoch:3d}  loss {value:.6f}")
     if result.stats["saturated_rows"]:
