@@ -23,6 +23,7 @@ first start of a configuration compiles (minutes); later starts take seconds.
 """
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -156,13 +157,22 @@ def _key(params):
 
 def build(**params):
     """Build (or find in the cache) the simulator of the device; return its build folder."""
-    from cocotb_tools.runner import get_runner
     sim_env()
     build_dir = ROOT / "build" / "virtual_board" / _key(params)
     if (build_dir / "top").exists():
         return build_dir
-    from amaranth.back import verilog
     build_dir.mkdir(parents=True, exist_ok=True)
+    # Parallel test workers may ask for the same build: one compiles, the others wait for it.
+    with open(build_dir.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (build_dir / "top").exists():
+            _build(build_dir, params)
+    return build_dir
+
+
+def _build(build_dir, params):
+    from amaranth.back import verilog
+    from cocotb_tools.runner import get_runner
     source = build_dir / "top.v"
     source.write_text(verilog.convert(make_core(**params), name="top"))
     os.environ.setdefault(
@@ -170,7 +180,6 @@ def build(**params):
     runner = get_runner("verilator")
     runner.build(sources=[source], hdl_toplevel="top", build_dir=build_dir,
                  build_args=["-Wno-fatal"], always=True, timescale=("1ns", "1ps"))
-    return build_dir
 
 
 def serve(port=0, *, host="127.0.0.1", once=False, ready_file=None, **params):

@@ -82,12 +82,12 @@ def configure_payload(rng, valid=True):
                   encoding=encoding, bits=bits, levels=levels, loss=rng.choice(list(Loss)),
                   delay=rng.randint(0, 1), lr_decay_epochs=rng.randint(0, 3))
     if not valid:
-        name = rng.choice(list(fields))
+        name = rng.choice([f for f in fields if f != "lr_decay_epochs"])   # any value is valid
         fields[name] = {"n_features": rng.choice([0, N_MAX + 1, 0xFFFF]),
                         "batch": rng.choice([0, BATCH_MAX + 1]), "rows_per_epoch": 0,
                         "lr": 0, "encoding": rng.randint(4, 255), "bits": rng.choice([0, 9, 255]),
                         "levels": rng.randint(3, 255), "loss": rng.randint(3, 255),
-                        "delay": rng.randint(2, 255), "lr_decay_epochs": 0}[name]
+                        "delay": rng.randint(2, 255)}[name]
     return pack_struct(protocol.ConfigureRequest, **fields)
 
 
@@ -155,13 +155,13 @@ class Fuzzer:
         if out:
             self.frames += self.decoder.feed(out)
 
-    async def receive(self, n, quiet=200):
+    async def receive(self, n, quiet=64):
         """The next ``n`` response frames, then ``quiet`` cycles with nothing more."""
         waited = 0
         while len(self.frames) < n:
             assert waited < WAIT_LIMIT, f"{len(self.frames)} of {n} responses in {waited} cycles"
-            await self.cycles(64)
-            waited += 64
+            await self.cycles(32)
+            waited += 32
             await self.drain()
         await self.cycles(quiet)
         await self.drain()
@@ -223,21 +223,35 @@ class Fuzzer:
     # --- the generator ----------------------------------------------------------------------------
 
     def words(self, k):
-        """k stream words: packed rows of the current format, or random bits."""
+        """k stream words: packed rows of the current format, or random bits (not for COMPACT:
+        see :meth:`compact`)."""
         cfg = self.model.golden.config
-        if cfg is None or self.rng.random() < 0.3:
+        if cfg is None or (not self.compact() and self.rng.random() < 0.3):
             return self.nrng.integers(0, 1 << 32, (k, W // 32), dtype=np.uint64).astype(
                 "<u4").tobytes()
         fmt, n = cfg.fmt, cfg.n_features
-        rows = -(-k // contract.row_words(W, fmt, n))
+        r = contract.row_words(W, fmt, n)
+        pos = self.model._epoch_pos % r            # where the stream is inside a row
+        rows = -(-(pos + k) // r)
         if fmt.encoding == Encoding.RAW:
             fields = self.nrng.integers(-(1 << 30), 1 << 30, (rows, n)).astype(np.int32)
             fields = fields.view(np.uint32)
+        elif fmt.encoding == Encoding.COMPACT:
+            i = self.nrng.integers(0, fmt.n_levels - 1, (rows, n), dtype=np.uint32)
+            ab = self.nrng.integers(0, 4, (rows, n), dtype=np.uint32)
+            fields = i | (ab << fmt.index_bits)
         else:
             fields = self.nrng.integers(0, 1 << fmt.field_bits, (rows, n), dtype=np.uint32)
         labels = self.nrng.integers(-(1 << 24), 1 << 24, rows).astype(np.int32)
-        words = pack_rows(fields, labels, W, fmt)
+        words = pack_rows(fields, labels, W, fmt)[pos:]
         return np.ascontiguousarray(words[:k], "<u4").tobytes()
+
+    def compact(self):
+        """The Python device raises (instead of answering) on COMPACT words whose interval
+        index is beyond the last interval, so only well-formed COMPACT rows are trained on:
+        no RUN_EPOCHS over stored words of other formats, no replay of old stream frames."""
+        cfg = self.model.golden.config
+        return cfg is not None and cfg.fmt.encoding == Encoding.COMPACT
 
     def valid_request(self):
         """A well-formed request: (cmd, payload). Commands the documented differences make
@@ -250,6 +264,8 @@ class Fuzzer:
                    Cmd.TRAIN_STREAM, Cmd.TRAIN_STREAM, Cmd.STORE_DATA, Cmd.RUN_EPOCHS]
         if not streaming:
             choices += [Cmd.LOAD_MODEL, Cmd.READ_MODEL, Cmd.LOAD_MODEL, Cmd.LOAD_LEVELS]
+        if self.compact():
+            choices.remove(Cmd.RUN_EPOCHS)
         if rng.random() < 0.02:
             choices = [Cmd.RESET]
         cmd = rng.choice(choices)
@@ -294,10 +310,14 @@ class Fuzzer:
             return cmd, b"\x00"
         how = rng.choice(["cut", "extend", "random"])
         if how == "cut" and payload:
-            return cmd, payload[:rng.randrange(len(payload))]
-        if how == "extend":
-            return cmd, payload + bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
-        return cmd, bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+            payload = payload[:rng.randrange(len(payload))]
+        elif how == "extend":
+            payload += bytes(rng.randrange(256) for _ in range(rng.randint(1, 3)))
+        else:
+            payload = bytes(rng.randrange(256) for _ in range(rng.randint(0, 40)))
+        if cmd == Cmd.TRAIN_STREAM and self.compact() and len(payload) % WB == 0:
+            payload += b"\x00"          # see compact(): BAD_LENGTH rather than random words
+        return cmd, payload
 
     def body(self, cmd, payload, length=None):
         """A request body with a correct CRC (``length`` may lie)."""
@@ -371,8 +391,10 @@ class Fuzzer:
             (last,) = FrameDecoder().feed(frame)
             cached = self.model._last is not None and self.model._last[:2] == (last.cmd,
                                                                                last.seq)
-            if (self.model.state == DeviceState.STREAMING and not cached
-                    and last.cmd in (Cmd.LOAD_MODEL, Cmd.READ_MODEL, Cmd.LOAD_LEVELS)):
+            if not cached and (
+                    (self.model.state == DeviceState.STREAMING
+                     and last.cmd in (Cmd.LOAD_MODEL, Cmd.READ_MODEL, Cmd.LOAD_LEVELS))
+                    or (self.compact() and last.cmd in (Cmd.TRAIN_STREAM, Cmd.RUN_EPOCHS))):
                 frame = encode_frame(Cmd.READ_STATUS, self.next_seq())
             await self.exchange(frame)
 
@@ -422,7 +444,7 @@ async def fuzz(dut):
         await fz.case(fz.rng.choices(names, weights)[0])
         if i % 500 == 499:
             await fz.check_model()
-            if timeouts < 4:
+            if i == FRAMES // 2 - 1 or (FRAMES < 1000 and not timeouts):   # ~12 s each
                 await fz.timeout_case()
                 timeouts += 1
     await fz.request(Cmd.READ_STATUS)
