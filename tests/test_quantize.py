@@ -230,8 +230,11 @@ def test_decode_table_and_compact_values():
     va, vb = decode(fields, fmt, TABLE3)
     np.testing.assert_array_equal(va, [TABLE3[0], TABLE3[1], TABLE3[6], TABLE3[7]])
     np.testing.assert_array_equal(vb, [TABLE3[0], TABLE3[0], TABLE3[7], TABLE3[7]])
-    with pytest.raises(ValueError, match="interval index 7"):
-        decode(np.array([7], np.uint32), fmt, TABLE3)
+    # Index 7 (past the last interval, 6) with both up bits set wraps modulo s: 8 -> 0; index
+    # 7 with up bits clear is code 7.
+    va, vb = decode(np.array([0b11111, 0b00111], np.uint32), fmt, TABLE3)
+    np.testing.assert_array_equal(va, [TABLE3[0], TABLE3[7]])
+    np.testing.assert_array_equal(vb, [TABLE3[0], TABLE3[7]])
     with pytest.raises(ValueError, match="5-bit"):
         decode(np.array([1 << 5], np.uint32), fmt, TABLE3)
     with pytest.raises(ValueError, match="needs a level table"):
