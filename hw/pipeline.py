@@ -457,16 +457,17 @@ class SGDPipeline(wiring.Component):
             m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
                      u_busy.eq(~last0)]
 
-        u1_valid, u1_last = Signal(), Signal()
+        u1_valid, u1_last = Signal(), Signal()   # U0, combinational
         u1_word = Signal(W)
         u1_wi = Signal.like(in_wi)
         u1_cnt = Signal(range(L + 1))
         u1_row = Signal(row_layout)
-        m.d.sync += [u1_valid.eq(u_go), u1_word.eq(replay.r_data), u1_wi.eq(wi0),
+        # The FIFO's output is a register: decode it in the cycle it is popped.
+        m.d.comb += [u1_valid.eq(u_go), u1_word.eq(replay.r_data), u1_wi.eq(wi0),
                      u1_cnt.eq(Mux(rem0 < per_word, rem0, per_word)), u1_last.eq(last0),
                      u1_row.eq(row_now)]
 
-        # --- U1: codes of sample B ---------------------------------------------------------------
+        # --- U0 (continued): codes of sample B -------------------------------------------------
         u2_valid, u2_last = Signal(), Signal()
         u2_wi = Signal.like(in_wi)
         u2_row = Signal(row_layout)
@@ -492,7 +493,7 @@ class SGDPipeline(wiring.Component):
                 m.d.sync += raw.eq(u1_word[32 * j:32 * (j + 1)])
                 u2_raw.append(raw)
 
-        # --- U2: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------
+        # --- U1: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------
         # the stage feeding U3 (U2, or its extra product stage) issues the working-model read
         x_valid = self._pipe(m, u2_valid, self.mul_stages, "x_valid")
         x_last = self._pipe(m, u2_last, self.mul_stages, "x_last")
@@ -530,7 +531,7 @@ class SGDPipeline(wiring.Component):
             deltas.append(d)
             u3_ok.append(ok)
 
-        # --- U3: w = sat32(w - delta), written back ----------------------------------------------
+        # --- U2: w = sat32(w - delta), written back ----------------------------------------------
         row_sat = Signal()
         lane_sat = []
         new_w = []

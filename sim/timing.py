@@ -34,9 +34,9 @@ TREE_LEVELS_PER_STAGE = 2
 ACC_STAGES = 1
 #: Gradient scalar: D, loss operands, g, g * lr, c (``zipml.hw.scalar.GradientScalar``).
 SCALAR_STAGES = 5
-#: From popping a replayed word (U0) to writing its lanes back (U3), before the ``mul_stages``
-#: extra product stages.
-UPDATE_WRITE = 3
+#: From popping (and decoding) a replayed word (U0) to writing its lanes back (U2), before the
+#: ``mul_stages`` extra product stages.
+UPDATE_WRITE = 2
 #: Cycles from an epoch's last write-back to accepting the next epoch's first word.
 EPOCH_GAP = 1
 

@@ -59,6 +59,14 @@ def test_epochs_and_snapshots_add_constants():
     assert snap == three + 3 * (cfg.n_features + 1)
 
 
+@pytest.mark.parametrize("mul_stages", [0, 1])
+def test_batch16_delay1_never_stalls(mul_stages):
+    """With B = 16 and delay 1 the write-back never holds the input, even for one-word rows."""
+    for width in contract.WORD_WIDTHS:
+        lat = timing.dot_latency(width, mul_stages) + timing.update_write(mul_stages)
+        assert 16 - 1 >= lat - 2, width
+
+
 def test_stall_free_condition():
     """delay 1 hides the write-back once (B - 1) * R >= dot_latency + update_write - 2."""
     for width in (64, 128, 256):
