@@ -77,7 +77,8 @@ def lane_codes(m, word, lane, width, fid, sample):
             else:
                 ib = fmt.index_bits
                 index = field[:ib] if ib else Const(0, 1)
-                code = index + field[ib if sample == "A" else ib + 1]
+                # an index past the last interval wraps modulo s (NUMERICS.md section 3)
+                code = (index + field[ib if sample == "A" else ib + 1])[:b]
             with m.Case(fmt_id(fmt.encoding, b)):
                 m.d.comb += [k.eq(code), n.eq(code << (MAX_BITS - b))]
     return k, n

@@ -49,7 +49,9 @@ def random_fields(rng, fmt, rows, n):
         a, b = g.integers(0, s, size=(2, rows, n))
         return (a | (b << fmt.bits)).astype(np.uint32)
     k = fmt.index_bits
-    i = g.integers(0, max(1, s - 1), size=(rows, n))
+    # mostly valid interval indices, some past the last interval (they wrap modulo s)
+    i = np.where(g.random((rows, n)) < 0.9, g.integers(0, max(1, s - 1), size=(rows, n)),
+                 g.integers(0, 1 << k, size=(rows, n)))
     ups = g.integers(0, 2, size=(2, rows, n))
     return (i | (ups[0] << k) | (ups[1] << (k + 1))).astype(np.uint32)
 
