@@ -84,6 +84,7 @@ def run_train(args):
     mode = LevelMode.UNIFORM_SIGNED if signed else LevelMode.UNIFORM_UNSIGNED
     if args.levels == "optimal" and encoding != Encoding.RAW:
         mode = LevelMode.TABLE
+    device = None
     try:
         fmt = Format(encoding, args.bits, mode)
         data = load_dataset(args.data, seed=args.seed)
@@ -94,12 +95,22 @@ def run_train(args):
             from zipml.host.levels import optimal_table
             table = optimal_table((problem.xs[:, :-1] * fmt.top).ravel(), fmt)
         start = time.perf_counter()
-        result = train(device, problem, fmt=fmt, loss=loss, rounding=args.rounding,
-                       table=table, epochs=args.epochs, lr=args.lr,
-                       lr_decay_epochs=args.lr_decay_epochs, batch=args.batch,
-                       delay=args.delay, seed=args.seed)
+        bar = None
+        if sys.stderr.isatty():
+            from tqdm import tqdm
+            bar = tqdm(total=args.epochs, desc=f"training on {args.device}", unit="epoch",
+                       file=sys.stderr, leave=False)
+        try:
+            result = train(device, problem, fmt=fmt, loss=loss, rounding=args.rounding,
+                           table=table, epochs=args.epochs, lr=args.lr,
+                           lr_decay_epochs=args.lr_decay_epochs, batch=args.batch,
+                           delay=args.delay, seed=args.seed,
+                           progress=(lambda _: bar.update()) if bar else None)
+        finally:
+            if bar is not None:
+                bar.close()
         elapsed = time.perf_counter() - start
-    except (ValueError, OSError) as exc:   # DeviceError is a ValueError
+    except (ValueError, OSError, RuntimeError) as exc:   # DeviceError is a ValueError
         raise SystemExit(f"zipml: {exc}") from None
     except KeyboardInterrupt:
         # Requests are whole frames and the next session opens with IDENTIFY and CONFIGURE,
@@ -107,6 +118,9 @@ def run_train(args):
         print("zipml: interrupted; the device stays usable (the next run configures it again)",
               file=sys.stderr)
         return 130
+    finally:
+        if device is not None and hasattr(device, "close"):
+            device.close()      # a virtual board started for this run stops here
     for epoch, value in enumerate(result.loss_curve):
         print(f"epoch {epoch:3d}  loss {value:.6f}")
     if result.stats["saturated_rows"]:
