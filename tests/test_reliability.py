@@ -180,7 +180,10 @@ def test_ctrl_c_during_train():
         proc = subprocess.Popen(
             [*ZIPML, "train", "--device", server.url, "--data", "synthetic:2000:8",
              "--epochs", "500", "--width", "32"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, text=True,
+            # A shell running this suite in the background ignores SIGINT, and children
+            # inherit that: give the child the default, as a terminal would.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.monotonic() + 60
         while server.device.stats["executed"] < 30:
             assert proc.poll() is None, proc.communicate()
