@@ -323,9 +323,11 @@ def readme_section(results, out_dir):
              f"[`{out_dir}/RESULTS.md`]({out_dir}/RESULTS.md) and `{out_dir}/bench.json`.", "",
              "| data set | lowest b, double sampling within 1% of float64 | naive single sample "
              "| nearest rounding | optimal levels |", "|---|---|---|---|---|"]
+    def bits(b):
+        return "none" if b is None else str(b)
     for name, v in lowest.items():
-        lines.append(f"| {name} | {v['double']} | {v['naive']} | {v['nearest']} | "
-                     f"{v['optimal']} |")
+        lines.append(f"| {name} | {bits(v['double'])} | {bits(v['naive'])} | "
+                     f"{bits(v['nearest'])} | {bits(v['optimal'])} |")
     eq = perf.get("speedup_at_equal_loss") or {}
     if eq:
         lines += ["", "Cycle speed-up over 32-bit `raw` at equal loss (W = 128): " + ", ".join(
