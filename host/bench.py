@@ -32,6 +32,7 @@ from zipml.contract import Encoding, Format, LevelMode, Loss
 from zipml.host import reference
 from zipml.host.datasets import load_dataset
 from zipml.host.levels import optimal_table
+from zipml.host.report import replace_section
 from zipml.host.train import objective, prepare, train
 from zipml.sim.golden import GoldenDevice
 
@@ -952,13 +953,5 @@ def _md_section(results):
 def write_results_md(results, path):
     """Write the convergence section into ``path`` (RESULTS.md): replace the section between its
     markers if present, else append it (or create the file)."""
-    path = Path(path)
-    section = _md_section(results)
-    text = path.read_text() if path.exists() else "# Results\n\n"
-    if _MD_START in text and _MD_END in text:
-        head, rest = text.split(_MD_START, 1)
-        text = head + section.rstrip("\n") + rest.split(_MD_END, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
+    replace_section(path, _MD_START, _MD_END, _md_section(results))
     return path

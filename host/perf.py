@@ -15,6 +15,7 @@ import numpy as np
 
 from zipml import contract
 from zipml.contract import Encoding, Format
+from zipml.host.report import replace_section
 from zipml.sim import timing
 from zipml.sim.golden import TrainConfig
 
@@ -217,17 +218,6 @@ def run_performance(quick=False, lowest_bits=None, n_features=None, rtl=True):
 _START, _END = "<!-- performance:start -->", "<!-- performance:end -->"
 
 
-def _replace_section(path, start, end, section):
-    path = Path(path)
-    text = path.read_text() if path.exists() else "# Results\n\n"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        text = head + section.rstrip("\n") + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
-
-
 def _si(v, unit=""):
     for scale, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(v) >= scale:
@@ -307,7 +297,7 @@ def performance_md(perf, meta):
 
 def write_performance_md(perf, meta, path):
     """Write (or replace) the performance section of RESULTS.md."""
-    _replace_section(path, _START, _END, performance_md(perf, meta))
+    replace_section(path, _START, _END, performance_md(perf, meta))
 
 
 _README_START, _README_END = "<!-- results:start -->", "<!-- results:end -->"
@@ -346,4 +336,4 @@ def readme_section(results, out_dir):
 
 def write_readme_section(results, readme, out_dir):
     """Replace the README's generated results section."""
-    _replace_section(readme, _README_START, _README_END, readme_section(results, out_dir))
+    replace_section(readme, _README_START, _README_END, readme_section(results, out_dir))
