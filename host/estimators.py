@@ -78,6 +78,12 @@ class _ZipMLBase(BaseEstimator):
 
     # --- parameters ------------------------------------------------------------------------
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        tags.non_deterministic = self.random_state is None
+        return tags
+
     def _loss(self):
         return Loss.SQUARED
 
@@ -379,12 +385,6 @@ class ZipMLRegressor(RegressorMixin, _ZipMLBase):
         self.warm_start = warm_start
         self.verbose = verbose
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.non_deterministic = self.random_state is None
-        return tags
-
     def _n_models(self):
         return 1
 
@@ -463,12 +463,6 @@ class ZipMLClassifier(ClassifierMixin, _ZipMLBase):
         self.random_state = random_state
         self.warm_start = warm_start
         self.verbose = verbose
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True
-        tags.non_deterministic = self.random_state is None
-        return tags
 
     def _loss(self):
         if self.loss not in LOSSES:
