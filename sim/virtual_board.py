@@ -43,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from zipml.sim.runner import ROOT, sim_env
 
 __all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "build", "serve",
-           "start_virtual_board", "stop", "main"]
+           "start_virtual_board", "stop", "main", "put_chunks", "take_chunks"]
 
 #: Default parameters of the simulated device.
 DEFAULTS = dict(width=64, n_max=64, memory_words=4096, max_payload=1024, batch_max=256,
@@ -405,35 +405,48 @@ class _Bridge:
 
     async def _feed(self, data):
         """Request bytes into the core, a chunk per callback (the core takes one a cycle)."""
-        from cocotb.triggers import FallingEdge, Timer
-        dut = self.dut
-        await FallingEdge(dut.clk)
-        for pos in range(0, len(data), CHUNK):
-            chunk = data[pos:pos + CHUNK]
-            while not dut.i_ready.value:
-                await FallingEdge(dut.clk)
-            dut.i_data.value = int.from_bytes(chunk, "little")
-            dut.i_count.value = len(chunk)
-            dut.i_valid.value = 1
-            # A Timer, not FallingEdge: awaiting an edge from an edge callback can return at once.
-            await Timer(self.period_ps, "ps")
-            dut.i_valid.value = 0
-            await Timer(len(chunk) * self.period_ps, "ps")
+        await put_chunks(self.dut, data, self.period_ps)
 
     async def _drain(self):
         """Response bytes the core has ready, a chunk per callback."""
-        from cocotb.triggers import FallingEdge, Timer
-        dut = self.dut
-        out = bytearray()
-        await FallingEdge(dut.clk)
-        while dut.o_valid.value:
-            count = int(dut.o_count.value)
-            out += int(dut.o_data.value).to_bytes(8 * CHUNK // 8, "little")[:count]
-            dut.o_ready.value = 1
-            await Timer(self.period_ps, "ps")
-            dut.o_ready.value = 0
-            await Timer(CHUNK * self.period_ps, "ps")
-        return bytes(out)
+        return await take_chunks(self.dut, self.period_ps)
+
+
+async def put_chunks(dut, data, period_ps, chunk=CHUNK, gap=0, after_chunk=None):
+    """Drive ``data`` into a :class:`ChunkedCore`'s input, ``chunk`` bytes per transfer, then
+    wait while the core takes them (one a cycle) plus ``gap`` cycles; ``after_chunk`` (an async
+    callable) runs after each transfer."""
+    from cocotb.triggers import FallingEdge, Timer
+    await FallingEdge(dut.clk)
+    for pos in range(0, len(data), chunk):
+        part = data[pos:pos + chunk]
+        while not dut.i_ready.value:
+            await FallingEdge(dut.clk)
+        dut.i_data.value = int.from_bytes(part, "little")
+        dut.i_count.value = len(part)
+        dut.i_valid.value = 1
+        # A Timer, not FallingEdge: awaiting an edge from an edge callback can return at once.
+        await Timer(period_ps, "ps")
+        dut.i_valid.value = 0
+        await Timer((len(part) + gap) * period_ps, "ps")
+        if after_chunk is not None:
+            await after_chunk()
+
+
+async def take_chunks(dut, period_ps):
+    """The response bytes a :class:`ChunkedCore` has ready, a chunk per transfer."""
+    from cocotb.triggers import FallingEdge, Timer
+    out = bytearray()
+    await FallingEdge(dut.clk)
+    while dut.o_valid.value:
+        count = int(dut.o_count.value)
+        out += int(dut.o_data.value).to_bytes(CHUNK, "little")[:count]
+        dut.o_ready.value = 1
+        await Timer(period_ps, "ps")
+        dut.o_ready.value = 0
+        await Timer(CHUNK * period_ps, "ps")
+    return bytes(out)
+
 
 if __name__ == "__main__":
     main()

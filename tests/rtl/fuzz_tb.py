@@ -19,7 +19,7 @@ import random
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, FallingEdge, Timer
+from cocotb.triggers import ClockCycles, Timer
 
 from zipml import contract, protocol
 from zipml.contract import Encoding, Format, LevelMode, Loss
@@ -41,6 +41,7 @@ from zipml.protocol import (
 )
 from zipml.sim.golden import GoldenDevice
 from zipml.sim.protocol_device import ProtocolDevice
+from zipml.sim.virtual_board import CHUNK, put_chunks, take_chunks
 
 CLK_FREQ = int(os.environ.get("CLK_FREQ", 12_000_000))
 W = int(os.environ.get("WIDTH", 32))
@@ -50,7 +51,6 @@ MAX_PAYLOAD = int(os.environ.get("MAX_PAYLOAD", 256))
 BATCH_MAX = int(os.environ.get("BATCH_MAX", 8))
 BUILD_ID = int(os.environ.get("BUILD_ID", 0))
 TIMEOUT_CYCLES = int(os.environ.get("TIMEOUT_CYCLES", 600_000))
-CHUNK = int(os.environ.get("CHUNK", 32))
 FRAMES = int(os.environ.get("FUZZ_FRAMES", 10_000))
 SEED = int(os.environ.get("FUZZ_SEED", 1))
 REPORT = os.environ.get("FUZZ_REPORT", "")
@@ -127,31 +127,10 @@ class Fuzzer:
     # --- byte streams (as the virtual board's bridge moves them) --------------------------------
 
     async def feed(self, data, chunk=CHUNK, gap=0):
-        dut = self.dut
-        await FallingEdge(dut.clk)
-        for pos in range(0, len(data), chunk):
-            part = data[pos:pos + chunk]
-            while not dut.i_ready.value:
-                await FallingEdge(dut.clk)
-            dut.i_data.value = int.from_bytes(part, "little")
-            dut.i_count.value = len(part)
-            dut.i_valid.value = 1
-            await self.cycles(1)
-            dut.i_valid.value = 0
-            await self.cycles(len(part) + gap)
-            await self.drain()
+        await put_chunks(self.dut, data, self.period_ps, chunk, gap, after_chunk=self.drain)
 
     async def drain(self):
-        dut = self.dut
-        out = bytearray()
-        await FallingEdge(dut.clk)
-        while dut.o_valid.value:
-            count = int(dut.o_count.value)
-            out += int(dut.o_data.value).to_bytes(CHUNK, "little")[:count]
-            dut.o_ready.value = 1
-            await self.cycles(1)
-            dut.o_ready.value = 0
-            await self.cycles(CHUNK)
+        out = await take_chunks(self.dut, self.period_ps)
         if out:
             self.frames += self.decoder.feed(out)
 
