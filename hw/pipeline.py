@@ -49,7 +49,6 @@ from .lanes import (
     VALUE_FRAC,
     VALUE_SHAPE,
     all_formats,
-    code_formats,
     fmt_id,
     lane_codes,
     lane_table_bits,
@@ -84,6 +83,7 @@ TableEntry = data.StructLayout({"index": unsigned(MAX_BITS), "value": VALUE_SHAP
 _LO_SHIFT = RAW_FRAC - VALUE_FRAC        # RAW product bits kept out of the main adder tree
 _DELTA_SHIFT = SCALAR_FRAC - 24          # delta = round(c * v / 2**(6 + f))
 _GROUP = 16                              # lanes per copy of the broadcast scalar
+_DSP_SPLIT = 17                          # low bits of a 32-bit factor in the first multiplier
 
 
 class SGDPipeline(wiring.Component):
@@ -101,6 +101,13 @@ class SGDPipeline(wiring.Component):
         0 or 1: extra register stages inside the lane products (splits the shift-and-add sums,
         registers the RAW hard-multiplier outputs) for a faster clock;
         :mod:`zipml.sim.timing` counts them.
+    lanes : int
+        Fields processed per word (``W // 32 .. W``, default W): formats with more fields per
+        word (:func:`zipml.contract.format_fits`) are left out of the build, which saves the
+        arithmetic of lanes ``lanes ..`` where a board is too small for W of them.
+    dsp : bool
+        Lane products on hard multipliers (two per product; the RAW lanes' multipliers carry
+        their code products too) instead of shift-and-add logic.
 
     Members
     -------
@@ -126,24 +133,30 @@ class SGDPipeline(wiring.Component):
     """
 
     def __init__(self, width=128, n_max=1024, *, max_table_bits=MAX_BITS,
-                 mul_stages=timing.MUL_STAGES):
+                 mul_stages=timing.MUL_STAGES, lanes=None, dsp=False):
         if width % 32 or width < 32:
             raise ValueError(f"width must be a multiple of 32, not {width}")
         if mul_stages not in (0, 1):
             raise ValueError(f"mul_stages must be 0 or 1, not {mul_stages}")
+        lanes = width if lanes is None else lanes
+        if not width // 32 <= lanes <= width:
+            raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
         self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
-        self.mul_stages = mul_stages
-        self.lanes = width
+        self.mul_stages, self.dsp = mul_stages, dsp
+        self.formats = all_formats(width, lanes)
+        # lanes that some format fills (e.g. 32 lanes at W = 128 hold 4-bit to 7-bit fields)
+        self.lanes = max(lanes_in_word(width, f) for f in self.formats)
         self.raw_lanes = width // 32
-        p_all = sorted({lanes_in_word(width, f) for f in all_formats()})
+        p_all = sorted({lanes_in_word(width, f) for f in self.formats})
         self.depths = []
         for j in range(self.lanes):
             p = min(q for q in p_all if q > j)
             self.depths.append(max(1, -(-(n_max - j) // p)))
-        self.table_bits = [lane_table_bits(width, j, max_table_bits) for j in range(self.lanes)]
-        self.row_words_max = max(row_words(width, f, n_max) for f in all_formats())
-        self.dot_latency = timing.dot_latency(width, mul_stages)
-        self.tree_stages = timing.tree_stages(width)
+        self.table_bits = [lane_table_bits(width, j, max_table_bits, self.lanes)
+                           for j in range(self.lanes)]
+        self.row_words_max = max(row_words(width, f, n_max) for f in self.formats)
+        self.dot_latency = timing.dot_latency(width, mul_stages, self.lanes)
+        self.tree_stages = timing.tree_stages(width, self.lanes)
         self.fifo_depth = self.row_words_max + self.dot_latency + 4
         self.acc_width = 42 + max(1, (n_max - 1).bit_length()) + 1
         self.lo_width = _LO_SHIFT + max(1, (n_max - 1).bit_length()) + 1
@@ -169,12 +182,19 @@ class SGDPipeline(wiring.Component):
         return value
 
     def _product(self, m, a, b, name):
-        """``a * b`` (narrow ``b``) as shift-and-add; with ``mul_stages`` its two halves are
-        registered before the final addition."""
-        if not self.mul_stages:
+        """``a * b`` (32-bit ``a``, narrow ``b``) in two parts, summed after ``mul_stages``
+        registers: with ``dsp`` two hard multiplies (``a``'s low 17 bits, unsigned, and its
+        high bits, signed: 18 x 18 multipliers take either); otherwise shift-and-add."""
+        if self.dsp:
+            parts = [a[:_DSP_SPLIT] * b, (a[_DSP_SPLIT:].as_signed() * b) << _DSP_SPLIT]
+        elif self.mul_stages:
+            parts = shift_add_mul(a, b, parts=2)
+        else:
             return shift_add_mul(a, b)
+        if not self.mul_stages:
+            return sum_tree(parts)
         regs = []
-        for i, part in enumerate(shift_add_mul(a, b, parts=2)):
+        for i, part in enumerate(parts):
             reg = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}")
             m.d.sync += reg.eq(part)
             regs.append(reg)
@@ -200,12 +220,12 @@ class SGDPipeline(wiring.Component):
             unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED),
         ]
         with m.If(cfg.encoding == Encoding.RAW):
-            raw_fmt = all_formats()[-1]
+            raw_fmt = self.formats[-1]
             m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
                          per_last.eq(lanes_in_last_word(W, raw_fmt))]
         with m.Else():
             with m.Switch(fid):
-                for f in code_formats():
+                for f in self.formats[:-1]:
                     with m.Case(fmt_id(f.encoding, f.bits)):
                         m.d.sync += [per_word.eq(lanes_in_word(W, f)),
                                      per_last.eq(lanes_in_last_word(W, f)),
@@ -336,7 +356,7 @@ class SGDPipeline(wiring.Component):
         for j in range(L):
             abits = ceil_log2(self.depths[j])
             m.d.comb += snap_rd[j].addr.eq(Cat(s1_wi[:abits], s1_rbank))
-            k, nk = lane_codes(m, s1_word, j, W, fid, "A")
+            k, nk = lane_codes(m, s1_word, j, W, fid, "A", L)
             ok = Signal(name=f"s2_ok{j}")
             uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}")
             m.d.sync += [ok.eq(j < s1_cnt), uni.eq(uniform_value(nk, half, unsigned_levels))]
@@ -362,19 +382,21 @@ class SGDPipeline(wiring.Component):
                 value = Mux(table_mode, tab_a[j].data, s2_uni[j])
             m.d.comb += va.eq(Mux(s2_lane_ok[j], value, 0))
             p = Signal(prod_shape, name=f"prod{j}")
-            code_p = self._product(m, w_hat, va, f"dotpart{j}")
             if j < self.raw_lanes:
+                # with dsp, the code value rides the RAW lane's multiplier
+                operand = Mux(is_raw, s2_raw[j], va) if self.dsp else s2_raw[j]
                 full = Signal(signed(64), name=f"rawprod{j}")
                 if self.mul_stages:
-                    m.d.sync += full.eq(w_hat * s2_raw[j])
+                    m.d.sync += full.eq(w_hat * operand)
                 else:
-                    m.d.comb += full.eq(w_hat * s2_raw[j])
+                    m.d.comb += full.eq(w_hat * operand)
+                code_p = full if self.dsp else self._product(m, w_hat, va, f"dotpart{j}")
                 lo = Signal(_LO_SHIFT, name=f"lo{j}")
                 m.d.sync += [p.eq(Mux(is_raw, full >> _LO_SHIFT, code_p)),
                              lo.eq(Mux(is_raw, full[:_LO_SHIFT], 0))]
                 los.append(lo)
             else:
-                m.d.sync += p.eq(code_p)
+                m.d.sync += p.eq(self._product(m, w_hat, va, f"dotpart{j}"))
             prods.append(p)
 
         # --- adder tree (TREE_LEVELS_PER_STAGE levels per register) ------------------------------
@@ -480,7 +502,7 @@ class SGDPipeline(wiring.Component):
             c_copies.append(cg)
         u2_uni, u2_raw, u2_ok = [], [], []
         for j in range(L):
-            k, nk = lane_codes(m, u1_word, j, W, fid, "B")
+            k, nk = lane_codes(m, u1_word, j, W, fid, "B", L)
             ok = Signal(name=f"u2_ok{j}")
             uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}")
             m.d.sync += [ok.eq(j < u1_cnt), uni.eq(uniform_value(nk, half, unsigned_levels))]
@@ -513,19 +535,22 @@ class SGDPipeline(wiring.Component):
                 value = Mux(table_mode, tab_b[j].data, u2_uni[j])
             m.d.comb += vb.eq(value)
             shift = _DELTA_SHIFT + VALUE_FRAC
-            code_d = (self._product(m, c, vb, f"updpart{j}") + (1 << (shift - 1))) >> shift
             d = Signal(signed(30), name=f"delta{j}")
             if j < self.raw_lanes:
                 rshift = _DELTA_SHIFT + RAW_FRAC
+                operand = Mux(is_raw, u2_raw[j], vb) if self.dsp else u2_raw[j]
                 full = Signal(signed(64), name=f"rawupd{j}")
                 if self.mul_stages:
-                    m.d.sync += full.eq(c * u2_raw[j])
+                    m.d.sync += full.eq(c * operand)
                 else:
-                    m.d.comb += full.eq(c * u2_raw[j])
+                    m.d.comb += full.eq(c * operand)
+                code = full if self.dsp else self._product(m, c, vb, f"updpart{j}")
                 raw_d = (full + (1 << (rshift - 1))) >> rshift
+                code_d = (code + (1 << (shift - 1))) >> shift
                 m.d.sync += d.eq(Mux(is_raw, raw_d, code_d))
             else:
-                m.d.sync += d.eq(code_d)
+                code = self._product(m, c, vb, f"updpart{j}")
+                m.d.sync += d.eq((code + (1 << (shift - 1))) >> shift)
             ok = Signal(name=f"u3_ok{j}")
             m.d.sync += ok.eq(self._pipe(m, u2_ok[j] & u2_valid, self.mul_stages, f"x_ok{j}"))
             deltas.append(d)
@@ -671,4 +696,5 @@ class SGDPipeline(wiring.Component):
     def capabilities(self):
         """What this build supports, for a system top to report."""
         return {"width": self.width, "n_max": self.n_max, "max_table_bits": self.max_table_bits,
-                "encodings": [e.name for e in Encoding], "raw_lanes": self.raw_lanes}
+                "lanes": self.lanes, "encodings": [e.name for e in Encoding],
+                "raw_lanes": self.raw_lanes}

@@ -3,6 +3,9 @@ locks, the UART pins, and a *core*: any component with a serial ``rx`` input and
 
 Cores available now (:data:`CORES`):
 
+- ``device``: the training device, :class:`~zipml.hw.device.Device` (UART, framing, the
+  dispatcher, resident memory and :class:`~zipml.hw.pipeline.SGDPipeline`) with the board's
+  W, lanes, n_max and memory;
 - ``echo``: the protocol echo device, UART -> :class:`~zipml.hw.framing.FrameReceiver` ->
   :class:`~zipml.hw.framing.FrameTransmitter` -> UART. Every request is answered with the
   receiver's verdict as status, its ``cmd``, ``seq`` and payload; the whole link can be
@@ -88,16 +91,21 @@ class PipelineProbe(wiring.Component):
         Registered XOR of every pipeline output.
     """
 
-    def __init__(self, *, width, n_max):
+    def __init__(self, *, width, n_max, lanes=None, tables=True, dsp=False):
         self.width = width
         self.n_max = n_max
+        self.lanes = lanes
+        self.tables = tables
+        self.dsp = dsp
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         from .pipeline import SGDPipeline
 
         m = Module()
-        m.submodules.pipeline = dut = SGDPipeline(self.width, self.n_max)
+        m.submodules.pipeline = dut = SGDPipeline(
+            self.width, self.n_max, lanes=self.lanes, max_table_bits=8 if self.tables else 1,
+            dsp=self.dsp)
 
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
@@ -135,15 +143,20 @@ class PipelineProbe(wiring.Component):
 
 
 #: Core variants, by the name ``--core`` takes.
-CORES = ("echo", "pipeline")
+CORES = ("device", "echo", "pipeline")
 
 
-def make_core(board, core="echo"):
+def make_core(board, core="device", *, build_id=0):
     """The core called ``core`` for ``board`` (a :class:`~zipml.hw.boards.Board`)."""
+    if core == "device":
+        from .device import Device
+        return Device(board.width, board.n_max, board.memory_words, clk_freq=board.clk_freq,
+                      baud=board.baud, lanes=board.lanes, dsp=board.dsp, build_id=build_id)
     if core == "echo":
         return EchoCore(clk_freq=board.clk_freq, baud=board.baud)
     if core == "pipeline":
-        return PipelineProbe(width=board.width, n_max=board.n_max)
+        return PipelineProbe(width=board.width, n_max=board.n_max, lanes=board.lanes,
+                             dsp=board.dsp)
     raise ValueError(f"unknown core {core!r}; known: {', '.join(CORES)}")
 
 

@@ -66,6 +66,9 @@ class ProtocolDevice:
         The largest request payload accepted (TOO_LARGE beyond).
     encodings, level_modes, losses : iterables of the contract's enums
         What this device supports (a smaller build refuses the rest with BAD_CONFIG).
+    lanes : int
+        Fields per word the device processes (default: its W); formats with more are refused
+        with BAD_CONFIG, as a smaller build does.
     max_bits : int
     clock_hz, baud, build_id : int
         Reported by IDENTIFY.
@@ -85,7 +88,7 @@ class ProtocolDevice:
     def __init__(self, golden=None, *, memory_words=1 << 16, max_payload=MAX_PAYLOAD,
                  encodings=tuple(Encoding), level_modes=tuple(LevelMode), losses=tuple(Loss),
                  max_bits=contract.MAX_BITS, clock_hz=0, baud=0, build_id=0,
-                 epochs_per_poll=None):
+                 epochs_per_poll=None, lanes=None):
         self.golden = golden if golden is not None else GoldenDevice()
         if not 0 < max_payload <= MAX_PAYLOAD:
             raise ValueError(f"max_payload must be within 1..{MAX_PAYLOAD}")
@@ -95,6 +98,7 @@ class ProtocolDevice:
         self.level_modes = frozenset(LevelMode(m) for m in level_modes)
         self.losses = frozenset(Loss(x) for x in losses)
         self.max_bits = max_bits
+        self.lanes = self.golden.width if lanes is None else lanes
         self.clock_hz, self.baud, self.build_id = clock_hz, baud, build_id
         self.epochs_per_poll = epochs_per_poll
         self.stats = dict.fromkeys(("executed", "retries", "refused", "rejected"), 0)
@@ -189,7 +193,8 @@ class ProtocolDevice:
             encodings=protocol.to_bitmap(self.encodings),
             level_modes=protocol.to_bitmap(self.level_modes),
             losses=protocol.to_bitmap(self.losses), max_bits=self.max_bits,
-            width=self.golden.width, n_max=self.golden.n_max, batch_max=self.golden.batch_max,
+            width=self.golden.width, lanes=self.lanes, n_max=self.golden.n_max,
+            batch_max=self.golden.batch_max,
             max_payload=self.max_payload, memory_words=self.memory_words,
             clock_hz=self.clock_hz, baud=self.baud, build_id=self.build_id)
 
@@ -218,6 +223,10 @@ class ProtocolDevice:
                 raise Refused(Status.BAD_CONFIG, reason)
         try:
             fmt = Format(Encoding(f["encoding"]), f["bits"], LevelMode(f["levels"]))
+            if not contract.format_fits(g.width, fmt, self.lanes):
+                raise ValueError(f"{fmt.encoding.name} b={fmt.bits} puts "
+                                 f"{contract.lanes_in_word(g.width, fmt)} fields in a word, "
+                                 f"more than this device's {self.lanes} lanes")
             cfg = TrainConfig(n_features=f["n_features"], rows_per_epoch=f["rows_per_epoch"],
                               fmt=fmt, loss=Loss(f["loss"]), lr=f["lr"],
                               lr_decay_epochs=f["lr_decay_epochs"], batch=f["batch"],

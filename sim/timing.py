@@ -41,15 +41,17 @@ UPDATE_WRITE = 2
 EPOCH_GAP = 1
 
 
-def tree_stages(width):
-    """Registered stages of the adder tree over the ``width`` lanes of a word."""
-    levels = max(1, (width - 1).bit_length())
+def tree_stages(width, lanes=None):
+    """Registered stages of the adder tree over the lanes of a word (``lanes``, default
+    ``width``: one per bit)."""
+    lanes = width if lanes is None else lanes
+    levels = max(1, (lanes - 1).bit_length())
     return -(-levels // TREE_LEVELS_PER_STAGE)
 
 
-def dot_latency(width, mul_stages=MUL_STAGES):
+def dot_latency(width, mul_stages=MUL_STAGES, lanes=None):
     """Cycles from accepting a row's last word to popping its first word for the update."""
-    return FRONT_STAGES + mul_stages + tree_stages(width) + ACC_STAGES + SCALAR_STAGES
+    return FRONT_STAGES + mul_stages + tree_stages(width, lanes) + ACC_STAGES + SCALAR_STAGES
 
 
 def update_write(mul_stages=MUL_STAGES):
@@ -57,10 +59,11 @@ def update_write(mul_stages=MUL_STAGES):
     return UPDATE_WRITE + mul_stages
 
 
-def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES):
-    """Busy cycles of a run of ``epochs`` epochs of ``config`` (a ``TrainConfig``)."""
+def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES, lanes=None):
+    """Busy cycles of a run of ``epochs`` epochs of ``config`` (a ``TrainConfig``) on a
+    pipeline of ``lanes`` lanes (default ``width``)."""
     r = contract.row_words(width, config.fmt, config.n_features)
-    lat = dot_latency(width, mul_stages)
+    lat = dot_latency(width, mul_stages, lanes)
     write = update_write(mul_stages)
     t = 1                                   # the first cycle a word can be accepted
     last = 0
@@ -82,8 +85,8 @@ def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES):
     return last
 
 
-def efficiency(width, config, epochs=1, snapshots=False, mul_stages=MUL_STAGES):
+def efficiency(width, config, epochs=1, snapshots=False, mul_stages=MUL_STAGES, lanes=None):
     """Input words over busy cycles: 1.0 means one word every cycle."""
     r = contract.row_words(width, config.fmt, config.n_features)
     return config.rows_per_epoch * r * epochs / run_cycles(width, config, epochs, snapshots,
-                                                           mul_stages)
+                                                           mul_stages, lanes)

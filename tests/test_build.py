@@ -51,6 +51,8 @@ def test_board_parameters(name):
     assert board.baud == 3_000_000
     assert board.width == (128 if board.family == "ecp5" else 32)
     make_core(board, "echo")                            # the UART divisor is within tolerance
+    assert board.core in ("device", "echo")
+    assert board.width // 32 <= board.lanes <= board.width
 
 
 _LOG = """\
@@ -133,7 +135,11 @@ def test_committed_bitstream_matches_source(name):
         pytest.skip(f"no committed bitstream for {name}")
     report = json.loads((folder / "report.json").read_text())
     manifest = json.loads((folder / "manifest.json").read_text())
-    _check_report(report, manifest, board, "echo")
+    _check_report(report, manifest, board, board.core)
+    if board.core == "device":
+        params = report["parameters"]
+        assert (params["lanes"], params["dsp"], params["memory_words"]) == \
+            (board.lanes, board.dsp, board.memory_words)
     assert report["timing"]["pass"]
     bitstream = folder / report["bitstream"]["file"]
     assert hashlib.sha256(bitstream.read_bytes()).hexdigest() == report["bitstream"]["sha256"]

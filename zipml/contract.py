@@ -23,7 +23,7 @@ __all__ = [
     "SCALAR_FRAC", "RAW_FRAC", "TABLE_FRAC", "TABLE_BITS", "TABLE_MAX", "SIGMOID_ENTRIES",
     "SIGMOID_STEP_LOG2", "Format", "sat", "sat_limits", "round_shift", "floor_shift",
     "sigmoid_table", "uniform_level_ints", "level_frac", "top_level", "row_words",
-    "lanes_in_word", "lanes_in_last_word", "accumulator_bits",
+    "lanes_in_word", "lanes_in_last_word", "format_fits", "accumulator_bits",
 ]
 
 # --- words and rows ---------------------------------------------------------------------------
@@ -244,6 +244,13 @@ class Format:
 def lanes_in_word(width, fmt):
     """P: features in a full word."""
     return width // fmt.field_bits
+
+
+def format_fits(width, fmt, lanes):
+    """Whether a device of ``lanes`` lanes takes ``fmt`` at word width ``width``: it must hold
+    at most ``lanes`` fields per word (a build with fewer lanes than W refuses the narrowest
+    fields; every build takes RAW, W / 32 fields)."""
+    return lanes_in_word(width, fmt) <= lanes
 
 
 def lanes_in_last_word(width, fmt):

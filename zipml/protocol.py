@@ -70,6 +70,7 @@ RESET         empty                                            empty
 
 - CONFIGURE validates every field before changing anything: ``n_features`` above ``n_max`` is
   TOO_LARGE; an encoding, level mode, loss, ``bits`` or ``batch`` the device does not support,
+  a format with more fields per word than the device's ``lanes``,
   ``n_features``, ``rows_per_epoch`` or ``lr`` of 0, a TABLE mode with fewer than 2 bits or
   ``delay`` > 1 is BAD_CONFIG. On success the model is zeroed, the counters cleared and the
   stream starts at row 0 of epoch 0; the level table and the stored data are kept.
@@ -432,7 +433,7 @@ def decode_frame(encoded, *, response=False):
 MAGIC = int.from_bytes(b"ZipM", "little")
 
 #: Bumped whenever a layout or a command's meaning changes.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Bytes per model word (int32) and per level table entry (int16) in payloads.
 MODEL_WORD_BYTES = contract.MODEL_BITS // 8
@@ -491,6 +492,9 @@ class IdentifyReply(data.Struct):
         Largest b.
     width : unsigned(16)
         W, bits per stream word.
+    lanes : unsigned(16)
+        Fields the device processes per word: it takes a format only if a word holds at most
+        this many of its fields (:func:`~zipml.contract.format_fits`); W on a full build.
     n_max, batch_max : unsigned(16)
     max_payload : unsigned(16)
         The largest request payload the device accepts (at most :data:`MAX_PAYLOAD`).
@@ -508,6 +512,7 @@ class IdentifyReply(data.Struct):
     losses: 8
     max_bits: 8
     width: 16
+    lanes: 16
     n_max: 16
     batch_max: 16
     max_payload: 16

@@ -3,7 +3,8 @@ build, each compared bit for bit with :class:`zipml.sim.golden.GoldenDevice` (fi
 per-epoch snapshots, counters) and, with a steady source and sink, with the cycle count of
 :func:`zipml.sim.timing.run_cycles`.
 
-Environment: ``WIDTH``, ``N_MAX``, ``SUITES`` (comma-separated, see :func:`cases`), ``SEED``.
+Environment: ``WIDTH``, ``N_MAX``, ``LANES`` (formats with more fields per word are skipped),
+``SUITES`` (comma-separated, see :func:`cases`), ``SEED``.
 """
 
 import os
@@ -24,6 +25,7 @@ from zipml.sim.streams import StreamPort, stream_get, stream_put
 
 WIDTH = int(os.environ.get("WIDTH", 32))
 N_MAX = int(os.environ.get("N_MAX", 128))
+LANES = int(os.environ.get("LANES", WIDTH))
 SUITES = os.environ.get("SUITES", "formats").split(",")
 SEED = int(os.environ.get("SEED", 1))
 
@@ -83,6 +85,11 @@ def interesting_n(rng, fmt):
     return [n for n in (1, p - 1, p + 1, 100, N_MAX) if 1 <= n <= N_MAX]
 
 
+def fits(formats):
+    """The formats a build of LANES lanes takes."""
+    return [f for f in formats if contract.format_fits(WIDTH, f, LANES)]
+
+
 def cases(suite, rng):
     """The runs of a suite.
 
@@ -108,6 +115,7 @@ def cases(suite, rng):
         if suite == "quick":
             fmts = [Format(Encoding.PAIR, 2), Format(Encoding.COMPACT, 3, LevelMode.TABLE),
                     Format(Encoding.RAW, 1), Format(Encoding.SINGLE, 1)]
+        fmts = fits(fmts)
         for i, fmt in enumerate(fmts):
             ns = interesting_n(rng, fmt)
             n = ns[i % len(ns)]
@@ -118,9 +126,9 @@ def cases(suite, rng):
                                  backpressure=0.0 if steady else 0.3))
     elif suite == "batches":
         for i in range(16):
-            fmt = rng.choice([Format(Encoding.PAIR, 4), Format(Encoding.SINGLE, 1),
-                              Format(Encoding.COMPACT, 2), Format(Encoding.RAW, 1),
-                              Format(Encoding.PAIR, 8, LevelMode.TABLE)])
+            fmt = rng.choice(fits([Format(Encoding.PAIR, 4), Format(Encoding.SINGLE, 1),
+                                   Format(Encoding.COMPACT, 2), Format(Encoding.RAW, 1),
+                                   Format(Encoding.PAIR, 8, LevelMode.TABLE)]))
             n = rng.choice(interesting_n(rng, fmt))
             steady = i % 2 == 0
             out.append(make_case(rng, fmt, n, loss=losses[i % 3], batch=rng.choice([1, 2, 5, 16]),
@@ -129,9 +137,9 @@ def cases(suite, rng):
                                  idle=0.0 if steady else 0.2,
                                  backpressure=0.0 if steady else 0.4))
     elif suite == "saturate":
-        for i, fmt in enumerate([Format(Encoding.PAIR, 8), Format(Encoding.RAW, 1),
-                                 Format(Encoding.SINGLE, 2, LevelMode.TABLE),
-                                 Format(Encoding.COMPACT, 4, LevelMode.UNIFORM_UNSIGNED)]):
+        for i, fmt in enumerate(fits([Format(Encoding.PAIR, 8), Format(Encoding.RAW, 1),
+                                      Format(Encoding.SINGLE, 2, LevelMode.TABLE),
+                                      Format(Encoding.COMPACT, 4, LevelMode.UNIFORM_UNSIGNED)])):
             n = rng.choice(interesting_n(rng, fmt))
             out.append(make_case(rng, fmt, n, loss=Loss.SQUARED, batch=(1, 4)[i % 2],
                                  delay=i % 2, rows=12, epochs=2, lr=(1 << 24) - 1,
@@ -235,7 +243,7 @@ class TB:
         what = f"{cfg} epochs={epochs}"
         cycles = int(d.cycles.value)
         if not case["idle"] and not case["backpressure"]:
-            want = timing.run_cycles(WIDTH, cfg, epochs, snaps)
+            want = timing.run_cycles(WIDTH, cfg, epochs, snaps, lanes=LANES)
             assert cycles == want, f"{what}: {cycles} cycles, the model says {want}"
         counters = (int(d.rows.value), int(d.epochs.value), int(d.saturated.value))
         c = golden.counters
