@@ -56,11 +56,19 @@ def build_parser():
     hw_build.add_build_arguments(sub.add_parser("build", help="build a board's bitstream"))
     hw_build.add_program_arguments(sub.add_parser("program", help="load a bitstream onto a board"))
     serve = sub.add_parser("serve-sim", help="serve the virtual board (the device's gateware "
-                           "in Verilator) on a TCP port until interrupted")
+                           "in Verilator) on a TCP port, or on XDMA-style named pipes, "
+                           "until interrupted")
     serve.add_argument("--port", type=int, default=0, help="TCP port (0: a free one)")
     serve.add_argument("--width", type=int, choices=WORD_WIDTHS, default=128)
     serve.add_argument("--n-max", type=int, default=256)
     serve.add_argument("--memory-words", type=int, default=4096)
+    serve.add_argument("--max-payload", type=int, default=1024,
+                       help="largest request payload in bytes")
+    serve.add_argument("--batch-max", type=int, default=256, help="largest mini-batch")
+    serve.add_argument("--fifos", metavar="DIR",
+                       help="serve it on named pipes laid out like the PCIe board's XDMA "
+                            "character devices, DIR/xdma0_h2c_0 and DIR/xdma0_c2h_0 "
+                            "(--device xdma://DIR/xdma0), instead of on the TCP port")
     bench = sub.add_parser("bench", help="reproduce the paper's claims: convergence, cycles, "
                            "throughput, reliability; writes bench.json, RESULTS.md, plots")
     bench.add_argument("--out", default="results", help="output folder")
@@ -166,22 +174,46 @@ def run_serve_sim(args):
     from zipml.sim.virtual_board import start_virtual_board, stop
     print("starting the virtual board (the first start of a configuration compiles it)...",
           file=sys.stderr, flush=True)
-    proc, port = start_virtual_board(args.port, width=args.width, n_max=args.n_max,
-                                     memory_words=args.memory_words)
-    print(f"serving socket://127.0.0.1:{port} (W={args.width}, n_max={args.n_max}); "
-          "Ctrl-C stops it", flush=True)
-    stopping = []
+    params = dict(width=args.width, n_max=args.n_max, memory_words=args.memory_words,
+                  max_payload=args.max_payload, batch_max=args.batch_max)
+    board = None
+    if args.fifos:
+        import os
+
+        from zipml.sim.fifo_bridge import start_xdma_virtual_board
+        try:
+            board = start_xdma_virtual_board(os.path.join(os.path.abspath(args.fifos), "xdma0"),
+                                             **params)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"zipml: {exc}") from None
+        proc = board.proc
+        where, pipes = board.url, (f"; requests into {board.bridge.h2c_path}, responses "
+                                   f"from {board.bridge.c2h_path}")
+    else:
+        proc, port = start_virtual_board(args.port, **params)
+        where, pipes = f"socket://127.0.0.1:{port}", ""
+    stopping, status = [], 0
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
+    print(f"serving {where} (W={args.width}, n_max={args.n_max}{pipes}); Ctrl-C stops it",
+          flush=True)
     try:
         while not stopping and proc.poll() is None:
+            if board is not None and board.bridge.error:
+                print(f"zipml: the pipes' bridge stopped: {board.bridge.error}",
+                      file=sys.stderr)
+                status = 1
+                break
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
     finally:
         signal.signal(signal.SIGINT, signal.SIG_IGN)   # a second Ctrl-C must not orphan it
-        stop(proc)
+        if board is not None:
+            board.stop()
+        else:
+            stop(proc)
     print("stopped", file=sys.stderr)
-    return 0
+    return status
 
 
 def run_bench(args):
