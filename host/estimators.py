@@ -49,17 +49,19 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
-def _add_stats(figures, stats, device):
-    """Add one training call's figures (``TrainResult.stats``) to ``figures``."""
+def _add_stats(figures, stats, before, after):
+    """Add one training call's figures to ``figures``: ``TrainResult.stats``, and the growth
+    of the device's running totals from ``before`` to ``after`` (:func:`_device_figures`)."""
     for key in _BASE_STATS:
         figures[key] += int(stats[key])
     figures["row_words"] = int(stats["row_words"])
-    for key, value in _device_figures(device).items():
-        figures[key] = figures.get(key, 0) + value
+    for key, value in after.items():
+        figures[key] = figures.get(key, 0) + value - before.get(key, 0)
 
 
 def _device_figures(device):
-    """Extra integer figures a device reports in ``counters`` or ``stats`` (cycles, retries)."""
+    """Extra integer figures a device keeps in ``counters`` or ``stats`` (retries, bytes
+    sent): running totals, so a call's share is their difference."""
     figures = {}
     for source in (getattr(device, "counters", None), getattr(device, "stats", None)):
         if source is None:
@@ -260,6 +262,7 @@ class _ZipMLBase(BaseEstimator):
                 losses.append(self.loss_curve_[-1] if self.loss_curve_ else np.nan)
                 continue
             problem = Problem(xs, self._model_targets(ys, k), self._features, self._labels)
+            before = _device_figures(device)
             res = train(device, problem, fmt=fmt, loss=loss, rounding=self.rounding,
                         table=self.levels_table_, epochs=1,
                         lr=lr_e / (1 << contract.LR_FRAC), lr_decay_epochs=0,
@@ -267,7 +270,7 @@ class _ZipMLBase(BaseEstimator):
                         width=width, w0=words[k])
             words[k] = res.words
             losses.append(res.loss_curve[-1])
-            _add_stats(stats, res.stats, device)
+            _add_stats(stats, res.stats, before, _device_figures(device))
         saturated = stats["saturated_rows"] - self.hw_stats_["saturated_rows"]
         self.model_words_, self.hw_stats_ = words, stats
         self.n_iter_ += 1

@@ -205,6 +205,24 @@ def test_hw_stats_and_saturation_warning(diabetes):
     assert model.hw_stats_["saturated_rows"] > 0
 
 
+def test_hw_stats_count_each_epochs_link_traffic_once(diabetes):
+    """The link's running totals enter hw_stats_ as each epoch's share, not summed again."""
+    from zipml.host.devices import open_device
+    X, y = diabetes
+    frames, sent = [], []
+    for epochs in (1, 3):
+        with open_device("inproc", width=128, n_max=16) as client:
+            start = client.stats["bytes_sent"]
+            model = ZipMLRegressor(device=client, epochs=epochs).fit(X, y)
+            assert model.hw_stats_["bytes_sent"] <= client.stats["bytes_sent"] - start
+            frames.append(model.hw_stats_["frames_sent"])
+            sent.append(model.hw_stats_["bytes_sent"])
+            assert model.hw_stats_["retries"] == 0
+    assert frames[0] > 0 and frames[1] == 3 * frames[0]
+    # the same frames each epoch; only the escaping of the model words differs
+    assert sent[1] == pytest.approx(3 * sent[0], rel=0.01)
+
+
 def test_verbose_reports_epochs(diabetes, capsys):
     X, y = diabetes
     model = ZipMLRegressor(epochs=2, verbose=1).fit(X, y)
@@ -333,11 +351,15 @@ def test_import_zipml_stays_light():
 
 
 class CountingDevice(GoldenDevice):
-    """The golden device, also reporting link figures the way a board's client would."""
+    """The golden device, also keeping running link totals the way a board's client does
+    (here: one retry and 1000 cycles per configuration)."""
 
-    @property
-    def stats(self):
-        return {"retries": 1, "cycles": 1000}
+    stats = None
+
+    def configure(self, config):
+        super().configure(config)
+        old = self.stats or {"retries": 0, "cycles": 0}
+        self.stats = {"retries": old["retries"] + 1, "cycles": old["cycles"] + 1000}
 
 
 def test_hw_stats_include_what_the_device_reports(diabetes):
