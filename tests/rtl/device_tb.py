@@ -17,7 +17,7 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, Timer
 from cocotbext.uart import UartSink, UartSource
 
-from zipml import protocol
+from zipml import contract, protocol
 from zipml.contract import Encoding, Format, LevelMode, Loss
 from zipml.host.pack import pack_rows
 from zipml.host.quantize import encode, encode_labels
@@ -44,6 +44,7 @@ MAX_PAYLOAD = int(os.environ.get("MAX_PAYLOAD", 256))
 BATCH_MAX = int(os.environ.get("BATCH_MAX", 8))
 BUILD_ID = int(os.environ.get("BUILD_ID", 0))
 TIMEOUT_CYCLES = int(os.environ.get("TIMEOUT_CYCLES", 2400))
+LANES = int(os.environ.get("LANES", W))
 BYTE_NS = 10 * 1e9 / BAUD
 WB = W // 8
 
@@ -82,7 +83,8 @@ class TB:
         self.sink = UartSink(dut.tx, baud=BAUD, bits=8, stop_bits=1)
         self.model = ProtocolDevice(
             GoldenDevice(width=W, n_max=N_MAX, batch_max=BATCH_MAX), memory_words=MEMORY_WORDS,
-            max_payload=MAX_PAYLOAD, clock_hz=CLK_FREQ, baud=BAUD, build_id=BUILD_ID)
+            max_payload=MAX_PAYLOAD, clock_hz=CLK_FREQ, baud=BAUD, build_id=BUILD_ID,
+            lanes=LANES)
         self.decoder = FrameDecoder(response=True)
         self.frames = []
         self.seq = 0
@@ -222,7 +224,8 @@ async def commands_and_refusals(dut):
     tb = TB(dut)
     await tb.start()
     info = await tb.ok(Cmd.IDENTIFY, layout=protocol.IdentifyReply)
-    assert (info["width"], info["n_max"], info["memory_words"]) == (W, N_MAX, MEMORY_WORDS)
+    assert (info["width"], info["lanes"], info["n_max"], info["memory_words"]) == \
+        (W, LANES, N_MAX, MEMORY_WORDS)
     assert (await tb.status())["state"] == DeviceState.UNCONFIGURED
     for cmd, payload in [(Cmd.LOAD_MODEL, bytes(6)), (Cmd.READ_MODEL, bytes(4)),
                          (Cmd.TRAIN_STREAM, bytes(WB)), (Cmd.RUN_EPOCHS, bytes(4))]:
@@ -242,7 +245,9 @@ async def commands_and_refusals(dut):
                      configure_payload(N_MAX + 1, rows, fmt, bits=0))
     for bad in [dict(n_features=0), dict(rows_per_epoch=0), dict(lr=0), dict(encoding=4),
                 dict(levels=3), dict(loss=3), dict(bits=0), dict(bits=9), dict(batch=0),
-                dict(batch=BATCH_MAX + 1), dict(delay=2), dict(levels=LevelMode.TABLE, bits=1)]:
+                dict(batch=BATCH_MAX + 1), dict(delay=2), dict(levels=LevelMode.TABLE, bits=1),
+                # formats with more fields per word than the build's lanes
+                *[dict(encoding=f.encoding, bits=f.bits) for f in NARROW]]:
         await tb.refused(Status.BAD_CONFIG, Cmd.CONFIGURE, configure_payload(n, rows, fmt, **bad))
     await tb.ok(Cmd.CONFIGURE, configure_payload(n, rows, fmt, encoding=Encoding.RAW,
                                                  levels=LevelMode.TABLE, bits=1))
@@ -281,6 +286,8 @@ async def commands_and_refusals(dut):
     await tb.refused(Status.BAD_ARGUMENT, Cmd.LOAD_LEVELS,
                      np.array([-1, 0, 256, 300], "<i2").tobytes())
     tfmt = Format(Encoding.SINGLE, 3, LevelMode.TABLE)
+    if not contract.format_fits(W, tfmt, LANES):
+        tfmt = Format(Encoding.COMPACT, 3, LevelMode.TABLE)
     await tb.ok(Cmd.CONFIGURE, configure_payload(n, rows, tfmt))
     await tb.refused(Status.BAD_STATE, Cmd.TRAIN_STREAM, bytes(WB))
     await tb.ok(Cmd.LOAD_LEVELS, np.array([-255, -1, 0, 1], "<i2").tobytes())
@@ -315,6 +322,10 @@ async def commands_and_refusals(dut):
     await tb.quiet()
 
 
+#: Code formats this build refuses: more fields per word than LANES.
+NARROW = [f for f in (Format(e, b) for e in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
+                      for b in range(1, 9)) if not contract.format_fits(W, f, LANES)]
+
 FORMATS = [
     # format, loss, batch, delay, lr, lr_decay_epochs
     (Format(Encoding.PAIR, 4), Loss.SQUARED, 1, 0, 1 << 20, 0),
@@ -334,6 +345,8 @@ async def streamed_training(dut):
     rng = random.Random(5)
     await tb.ok(Cmd.LOAD_LEVELS, np.array(TABLE8, "<i2").tobytes())
     for i, (fmt, loss, batch, delay, lr, decay) in enumerate(FORMATS):
+        if not contract.format_fits(W, fmt, LANES):
+            continue
         n, rows, epochs = 5 + i, 10, 3
         await tb.ok(Cmd.CONFIGURE, configure_payload(n, rows, fmt, loss, lr, batch, delay, decay))
         data = make_rows(rows, n, fmt, 10 + i, TABLE8)

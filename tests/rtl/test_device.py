@@ -16,14 +16,18 @@ BAUD = 3_000_000
 TIMEOUT_S = 200e-6          # frame timeout: short, so that tests pause briefly
 
 
-@pytest.mark.parametrize("width, n_max, memory_words, max_payload", [
-    (32, 16, 128, 256),
+@pytest.mark.parametrize("width, n_max, memory_words, max_payload, lanes, dsp, tests", [
+    (32, 16, 128, 256, None, False, None),
+    # a build that refuses the narrowest fields, multiplying on hard multipliers (as ULX3S)
+    (32, 16, 128, 256, 8, True, ["commands_and_refusals", "streamed_training"]),
 ])
-def test_device(request, width, n_max, memory_words, max_payload):
+def test_device(request, width, n_max, memory_words, max_payload, lanes, dsp, tests):
     top = Device(width, n_max, memory_words, clk_freq=CLK_FREQ, baud=BAUD,
-                 max_payload=max_payload, batch_max=8, build_id=0x1234, rx_timeout=TIMEOUT_S)
-    build_and_test(top, "device_tb", build_dir_for(request), env={
+                 max_payload=max_payload, batch_max=8, build_id=0x1234, rx_timeout=TIMEOUT_S,
+                 lanes=lanes, dsp=dsp)
+    build_and_test(top, "device_tb", build_dir_for(request), testcase=tests, env={
         "CLK_FREQ": CLK_FREQ, "BAUD": BAUD, "WIDTH": width, "N_MAX": n_max,
         "MEMORY_WORDS": memory_words, "MAX_PAYLOAD": max_payload, "BATCH_MAX": 8,
         "BUILD_ID": 0x1234, "TIMEOUT_CYCLES": top.core.timeout_cycles,
+        "LANES": top.core.lanes,
     })
