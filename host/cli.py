@@ -65,6 +65,11 @@ def build_parser():
     serve.add_argument("--max-payload", type=int, default=1024,
                        help="largest request payload in bytes")
     serve.add_argument("--batch-max", type=int, default=256, help="largest mini-batch")
+    serve.add_argument("--lanes", type=int,
+                       help="fields processed per word (default W); e.g. --width 128 "
+                            "--lanes 32 --dsp is the ULX3S build's trainer")
+    serve.add_argument("--dsp", action="store_true",
+                       help="lane products on hard multipliers, as the ULX3S build")
     serve.add_argument("--fifos", metavar="DIR",
                        help="serve it on named pipes laid out like the PCIe board's XDMA "
                             "character devices, DIR/xdma0_h2c_0 and DIR/xdma0_c2h_0 "
@@ -175,7 +180,8 @@ def run_serve_sim(args):
     print("starting the virtual board (the first start of a configuration compiles it)...",
           file=sys.stderr, flush=True)
     params = dict(width=args.width, n_max=args.n_max, memory_words=args.memory_words,
-                  max_payload=args.max_payload, batch_max=args.batch_max)
+                  max_payload=args.max_payload, batch_max=args.batch_max, lanes=args.lanes,
+                  dsp=args.dsp)
     board = None
     if args.fifos:
         import os
@@ -194,7 +200,9 @@ def run_serve_sim(args):
         where, pipes = f"socket://127.0.0.1:{port}", ""
     stopping, status = [], 0
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    print(f"serving {where} (W={args.width}, n_max={args.n_max}{pipes}); Ctrl-C stops it",
+    lanes = f", {args.lanes} lanes" if args.lanes else ""
+    print(f"serving {where} (W={args.width}{lanes}, n_max={args.n_max}{pipes}); "
+          "Ctrl-C stops it",
           flush=True)
     try:
         while not stopping and proc.poll() is None:

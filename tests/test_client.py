@@ -185,6 +185,29 @@ def test_capabilities_are_checked_before_sending(problem):
     assert dev.stats["executed"] == 1                 # IDENTIFY only
 
 
+def test_formats_beyond_the_lanes_are_refused(problem):
+    """A build with fewer lanes than W: the client names the b that fit before sending; the
+    device itself refuses with BAD_CONFIG."""
+    from zipml.host.client import BadConfigError
+    from zipml.protocol import ConfigureRequest, pack_struct
+    dev = protocol_device(lanes=16)                   # W = 64: fields of 4 bits and more
+    client = DeviceClient(InProcessTransport(dev))
+    assert client.info["lanes"] == 16
+    n = problem.n_features
+    for fmt, message in [(Format(Encoding.SINGLE, 2), "32 fields.*SINGLE needs b in 4..8"),
+                         (Format(Encoding.PAIR, 1), "PAIR needs b in 2..8"),
+                         (Format(Encoding.COMPACT, 1), "COMPACT needs b in 2..8")]:
+        with pytest.raises(DeviceError, match=message):
+            client.configure(TrainConfig(n, 10, fmt=fmt))
+    client.configure(TrainConfig(n, 10, fmt=Format(Encoding.PAIR, 2)))
+    raw = pack_struct(ConfigureRequest, n_features=n, batch=1, rows_per_epoch=10, lr=1,
+                      encoding=Encoding.SINGLE, bits=3, levels=LevelMode.UNIFORM_SIGNED,
+                      loss=Loss.SQUARED, delay=0, lr_decay_epochs=0)
+    with pytest.raises(BadConfigError):
+        client.request(Cmd.CONFIGURE, raw)
+    assert "more than this device's 16 lanes" in dev.last_reason
+
+
 def test_refusals_map_to_errors_naming_the_status():
     client = DeviceClient(InProcessTransport(protocol_device()))
     with pytest.raises(BadStateError, match="READ_MODEL seq 1: BAD_STATE") as info:
