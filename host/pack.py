@@ -5,15 +5,25 @@ feature i of a row sits in word ``i // P`` at lane ``i % P``, lane j at bits
 ``[j * fb, (j + 1) * fb)``; the int32 label fills the top 32 bits of the row's last word; unused
 bits are zero. A W-bit word is held as ``W // 32`` uint32 limbs, limb 0 = bits 0..31.
 
-Both directions loop over the lanes of a word; each step is one numpy operation over all rows
-and words. A field may straddle two limbs (e.g. 6-bit fields in a 64-bit word).
+Packing works on chunks of about :data:`CHUNK` fields (whole rows) that stay in the CPU caches,
+on several threads (:mod:`zipml.host.parallel`). Fields of 8, 16 or 32 bits fill whole bytes, so
+a row of fields is one casting copy into the row's bytes (little-endian hosts); fields of 1, 2
+or 4 bits are first combined into bytes. Other widths, and unpacking, loop over the lanes of a
+word, each step one numpy operation over all rows and words of the chunk; a field may then
+straddle two limbs (e.g. 6-bit fields in a 64-bit word).
 """
+
+import sys
 
 import numpy as np
 
 from zipml import contract
+from zipml.host.parallel import parallel_chunks, scratch
 
-__all__ = ["pack_rows", "unpack_rows"]
+__all__ = ["CHUNK", "pack_rows", "unpack_rows"]
+
+#: Fields per unit of work of :func:`pack_rows` (whole rows, at least one).
+CHUNK = 1 << 18
 
 
 def _geometry(width, fmt, n_features):
@@ -80,15 +90,67 @@ def pack_rows(fields, labels, width, fmt):
     fields = _as_fields(fields, fmt.field_bits)
     n_rows, n = fields.shape
     limbs, r, lanes, fb = _geometry(width, fmt, n)
-    labels = _as_labels(labels, n_rows)
-    out = np.zeros((n_rows, r, limbs), dtype=np.uint32)
-    for j, words, limb, shift in _lane_slots(n, lanes, fb):
-        col = fields[:, j::lanes]
-        out[:, :words, limb] |= col << np.uint32(shift)
-        if shift + fb > 32:
-            out[:, :words, limb + 1] |= col >> np.uint32(32 - shift)
-    out[:, r - 1, limbs - 1] = labels.view(np.uint32)
+    labels = _as_labels(labels, n_rows).view(np.uint32)
+    out = np.empty((n_rows, r, limbs), dtype=np.uint32)
+
+    def work(a, b):
+        chunk = out[a:b]
+        chunk.fill(0)
+        _pack_fields(fields[a:b], chunk, lanes, fb)
+        chunk[:, r - 1, limbs - 1] = labels[a:b]
+
+    parallel_chunks(n_rows, work, max(1, CHUNK // max(n, 1)))
     return out.reshape(n_rows * r, limbs)
+
+
+_WHOLE = {8: np.uint8, 16: np.uint16, 32: np.uint32}
+
+
+def _pack_fields(fields, out, lanes, fb):
+    """OR the fields (rows, n) into zeroed words (rows, R, limbs)."""
+    rows, n = fields.shape
+    r, limbs = out.shape[1], out.shape[2]
+    little = sys.byteorder == "little"
+    if little and fb in _WHOLE:
+        # Lane j of word w is element w * P + j of the row's words seen as fb-bit integers.
+        np.copyto(out.reshape(rows, -1).view(_WHOLE[fb])[:, :n], fields, casting="unsafe")
+        return
+    if little and fb in (1, 2, 4):                     # 8 / fb fields to a byte
+        per = 8 // fb
+        row_bytes = out.reshape(rows, -1).view(np.uint8)
+        small = scratch("pack_small", rows * n, np.uint8).reshape(rows, n)
+        np.copyto(small, fields, casting="unsafe")
+        if fb == 1:
+            row_bytes[:, :-(-n // 8)] = np.packbits(small, axis=1, bitorder="little")
+            return
+        whole, rest = divmod(n, per)
+        acc = row_bytes[:, :whole]
+        np.copyto(acc, small[:, 0:whole * per:per])
+        part = scratch("pack_part", rows * whole, np.uint8).reshape(rows, whole)
+        for q in range(1, per):
+            np.left_shift(small[:, q:whole * per:per], np.uint8(q * fb), out=part)
+            np.bitwise_or(acc, part, out=acc)
+        for q in range(rest):                           # a partly filled last byte
+            row_bytes[:, whole] |= small[:, whole * per + q] << np.uint8(q * fb)
+        return
+    # One lane of every word at a time: fields laid out (rows * R, P), zero past the row's end,
+    # so that each step is one long strided loop.
+    if n == r * lanes:
+        by_word = fields.reshape(rows * r, lanes)
+    else:
+        padded = scratch("pack_padded", rows * r * lanes, np.uint32).reshape(rows, r * lanes)
+        padded[:, :n] = fields
+        padded[:, n:] = 0
+        by_word = padded.reshape(rows * r, lanes)
+    words = out.reshape(rows * r, limbs)
+    tmp = scratch("pack_tmp", rows * r, np.uint32)
+    for j in range(lanes):
+        limb, shift = divmod(j * fb, 32)
+        np.left_shift(by_word[:, j], np.uint32(shift), out=tmp)
+        np.bitwise_or(words[:, limb], tmp, out=words[:, limb])
+        if shift + fb > 32:
+            np.right_shift(by_word[:, j], np.uint32(32 - shift), out=tmp)
+            np.bitwise_or(words[:, limb + 1], tmp, out=words[:, limb + 1])
 
 
 def unpack_rows(words, width, fmt, n_features):

@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from zipml import contract
-from zipml.contract import Encoding, Format, format_fits
+from zipml.contract import Encoding, Format, LevelMode, format_fits
 from zipml.host.report import replace_section
 from zipml.sim import timing
 from zipml.sim.golden import TrainConfig
 
-__all__ = ["PERF_KEYS", "cycle_table", "board_figures", "cpu_baselines", "host_prep_speed",
-           "link_epoch_seconds", "run_performance"]
+__all__ = ["PERF_KEYS", "PREP_FORMATS", "cycle_table", "board_figures", "cpu_baselines",
+           "host_prep_speed", "prep_formats", "prep_name", "link_epoch_seconds",
+           "run_performance", "main"]
 
 #: Top-level keys of the performance part of bench.json.
 PERF_KEYS = ("cycles", "speedup_at_equal_loss", "boards", "cpu", "host_prep", "rtl_sim")
@@ -163,26 +164,64 @@ def cpu_baselines(rows=20_000, features=100, epochs=3, seed=0):
             "numpy_f32_minibatch16_features_per_s": work / npt}
 
 
-def host_prep_speed(rows=20_000, features=100, seed=0):
-    """Host data preparation (stochastic rounding of both samples, encoding, packing),
-    features per second, per format, measured here."""
+#: The formats of ``host_prep`` in bench.json.
+PREP_FORMATS = (Format(Encoding.PAIR, 4), Format(Encoding.COMPACT, 2), Format(Encoding.RAW))
+
+
+def prep_formats():
+    """Every host format: SINGLE, PAIR and COMPACT at b = 1..8 on both uniform grids and (b >= 2)
+    a level table, and RAW."""
+    out = [Format(Encoding.RAW)]
+    for enc in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT):
+        for b in range(1, contract.MAX_BITS + 1):
+            out += [Format(enc, b), Format(enc, b, LevelMode.UNIFORM_UNSIGNED)]
+            if b >= 2:
+                out.append(Format(enc, b, LevelMode.TABLE))
+    return out
+
+
+def prep_name(fmt):
+    """:func:`fmt_name`, with the level grid when it is not the uniform signed one."""
+    suffix = {LevelMode.UNIFORM_UNSIGNED: " unsigned", LevelMode.TABLE: " table"}
+    return fmt_name(fmt) + ("" if fmt.encoding == Encoding.RAW else suffix.get(fmt.levels, ""))
+
+
+def host_prep_speed(rows=20_000, features=100, seed=0, repeats=3, formats=PREP_FORMATS,
+                    width=128):
+    """Host data preparation, measured here: stochastic rounding of both samples and encoding
+    (``quantize.encode``), then packing into W-bit words (``pack.pack_rows``), in features per
+    second per format (:func:`prep_name`). Each figure is the best of ``repeats`` runs after a
+    small warm-up, as the machine may be shared; ``prepare`` is the best run of the two steps
+    together. Level tables are random (not uniform), seeded by b."""
     from zipml.host.pack import pack_rows
+    from zipml.host.parallel import threads
     from zipml.host.quantize import encode
     g = np.random.default_rng(seed)
     xv = g.uniform(-1, 1, (rows, features)) * 0.9
     labels = np.zeros(rows, np.int32)
+    n = rows * features
     out = {}
-    for fmt in (Format(Encoding.PAIR, 4), Format(Encoding.COMPACT, 2), Format(Encoding.RAW)):
-        xs = xv * fmt.top
-        t = time.perf_counter()
-        fields = encode(xs, fmt, "stochastic", g)
-        t_enc = time.perf_counter() - t
-        t = time.perf_counter()
-        pack_rows(fields, labels, 128, fmt)
-        t_pack = time.perf_counter() - t
-        out[fmt_name(fmt)] = {"encode_features_per_s": rows * features / t_enc,
-                              "pack_features_per_s": rows * features / t_pack,
-                              "prepare_features_per_s": rows * features / (t_enc + t_pack)}
+    for fmt in formats:
+        table = None
+        if fmt.levels == LevelMode.TABLE and fmt.encoding != Encoding.RAW:
+            table = np.sort(np.random.default_rng(fmt.bits).choice(
+                np.arange(-contract.TABLE_MAX, contract.TABLE_MAX + 1), fmt.n_levels,
+                replace=False))
+        xs = (xv if fmt.signed else np.abs(xv)) * fmt.top
+        pack_rows(encode(xs[:64], fmt, "stochastic", g, table=table), labels[:64], width, fmt)
+        best_enc = best_pack = best_both = float("inf")
+        for _ in range(max(1, repeats)):
+            t0 = time.perf_counter()
+            fields = encode(xs, fmt, "stochastic", g, table=table)
+            t1 = time.perf_counter()
+            pack_rows(fields, labels, width, fmt)
+            t2 = time.perf_counter()
+            best_enc, best_pack = min(best_enc, t1 - t0), min(best_pack, t2 - t1)
+            best_both = min(best_both, t2 - t0)
+        out[prep_name(fmt)] = {"encode_features_per_s": n / best_enc,
+                               "pack_features_per_s": n / best_pack,
+                               "prepare_features_per_s": n / best_both,
+                               "runs": max(1, repeats), "threads": threads()}
     return out
 
 
@@ -304,8 +343,12 @@ def performance_md(perf, meta):
             "memory it takes milliseconds: resident mode pays as soon as a data set is trained "
             "for more than one epoch and fits the device memory.", ""]
     prep = perf["host_prep"]
-    out += ["### Host data preparation (stochastic rounding, encoding, packing)", "",
-            "| format | encode | pack | both |", "|---|---|---|---|"]
+    first = next(iter(prep.values()), {})
+    out += ["### Host data preparation (stochastic rounding, encoding, packing)", ""]
+    if "runs" in first:
+        out += [f"Features per second, the best of {first['runs']} runs on "
+                f"{first['threads']} thread(s) (`python -m zipml.host.perf --prep`).", ""]
+    out += ["| format | encode | pack | both |", "|---|---|---|---|"]
     out += [f"| {k} | {_si(v['encode_features_per_s'])}/s | {_si(v['pack_features_per_s'])}/s "
             f"| {_si(v['prepare_features_per_s'])}/s |" for k, v in prep.items()]
     out += ["", _END]
@@ -354,3 +397,43 @@ def readme_section(results, out_dir):
 def write_readme_section(results, readme, out_dir):
     """Replace the README's generated results section."""
     replace_section(readme, _README_START, _README_END, readme_section(results, out_dir))
+
+
+def _print_prep(figures):
+    print(f"{'format':22s} {'encode':>10s} {'pack':>10s} {'both':>10s}   (M features/s)")
+    for name, f in figures.items():
+        print(f"{name:22s} {f['encode_features_per_s'] / 1e6:10.1f} "
+              f"{f['pack_features_per_s'] / 1e6:10.1f} {f['prepare_features_per_s'] / 1e6:10.1f}")
+
+
+def main(argv=None):
+    """``python -m zipml.host.perf --prep``: the host preparation speed, printed (or JSON)."""
+    import argparse
+    import os
+    parser = argparse.ArgumentParser(prog="python -m zipml.host.perf",
+                                     description="Host data preparation speed on this machine.")
+    parser.add_argument("--prep", action="store_true", required=True,
+                        help="measure encoding and packing (the only measurement here)")
+    parser.add_argument("--all", action="store_true",
+                        help="every format (b = 1..8, both uniform grids, tables, RAW) instead "
+                             "of the bench's three")
+    parser.add_argument("--rows", type=int, default=20_000)
+    parser.add_argument("--features", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=5, help="best of this many runs")
+    parser.add_argument("--width", type=int, default=128, choices=contract.WORD_WIDTHS)
+    parser.add_argument("--threads", type=int, help="sets ZIPML_HOST_THREADS")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = parser.parse_args(argv)
+    if args.threads:
+        os.environ["ZIPML_HOST_THREADS"] = str(args.threads)
+    figures = host_prep_speed(args.rows, args.features, repeats=args.repeats, width=args.width,
+                              formats=prep_formats() if args.all else PREP_FORMATS)
+    if args.json:
+        print(json.dumps(figures, indent=1))
+    else:
+        _print_prep(figures)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

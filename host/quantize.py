@@ -4,21 +4,60 @@ Level values, rounding and the field contents follow docs/NUMERICS.md sections 2
 input of :func:`encode` is in *level space*: features scaled to [-1, 1] (or [0, 1]) and
 multiplied by ``fmt.top``, so that every value lies on or between the device's levels.
 
-Random draws: stochastic rounding uses ``rng.random(shape) < p`` with ``p`` the position of the
-value inside its interval. A double-sampled format draws the uniforms of sample A (dot product)
-first, then those of sample B (update), each as one array of the input's shape; PAIR and
-COMPACT therefore carry the same samples for the same seed.
+Rounding, exactly. A value x (float64), clipped to [l_0, l_{s-1}], lies in interval i,
+[l_i, l_{i+1}] (a value exactly on level j has i = min(j, s - 2)), at position
+p = (x - l_i) / (l_{i+1} - l_i). Its fixed-point position is ``T = i * 2**24 + floor(p * 2**24)``
+(:data:`DITHER_BITS` = 24). T is exact for every x on the contract's level sets, uniform grids
+and tables (any levels on a dyadic grid of at most 4096 cells); for other levels, such as the
+float levels of ``zipml.host.levels.optimal_levels``, it is computed in float64 and may be one
+unit off (which at most doubles the bound below). A stochastic sample is the code
+``(T + U) >> 24``, U a uniform 24-bit integer: it rounds up with probability
+``floor(p * 2**24) / 2**24`` instead of p, so
+
+    x - 2**-24 * (l_{i+1} - l_i) < E[Q(x)] <= x:
+
+the bias is below 2**-24 of the interval's width (2**-31 at 8 uniform signed bits, under the
+least significant bit of RAW), and zero when p is a multiple of 2**-24 (values on a level
+included). Nearest rounding is ``(T + 2**23) >> 24``: the nearest level, ties up, no draws.
+
+Random draws. A stochastic sample first draws a 128-bit key from ``rng``,
+``key = rng.integers(0, 2**64, size=2, dtype=np.uint64)``; its uniforms are then the stream
+
+    u = np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence(key))).integers(
+        0, 2**32, size=values.size, dtype=np.uint32)
+
+over the values in C order, and ``U = u >> 8``. A double-sampled format draws A's key, then
+B's: PAIR and COMPACT carry the same samples for the same seed, SINGLE carries sample A. Value
+number e always takes number e of its stream, so the fields depend neither on how the work is
+cut into chunks nor on the number of threads.
+
+Speed. Both samples of a value are made in one pass. The work runs in chunks of :data:`CHUNK`
+values whose temporaries stay in the CPU caches, on the threads of :mod:`zipml.host.parallel`
+(``ZIPML_HOST_THREADS``); a chunk moves its generators forward to its first value with
+``advance``.
 """
+
+import functools
+import sys
 
 import numpy as np
 
 from zipml import contract
 from zipml.contract import Encoding, LevelMode
+from zipml.host.parallel import parallel_chunks, scratch, thread_state
 
-__all__ = ["ROUNDINGS", "check_table", "level_values", "quantize", "quantize_interval",
-           "encode", "decode", "encode_labels"]
+__all__ = ["ROUNDINGS", "DITHER_BITS", "CHUNK", "check_table", "level_values",
+           "quantize", "quantize_interval", "encode", "decode", "encode_labels"]
 
 ROUNDINGS = ("stochastic", "nearest")
+
+#: Fractional bits of the fixed-point position: the resolution of the rounding probability.
+DITHER_BITS = 24
+_ONE = 1 << DITHER_BITS
+
+#: Values per unit of work: 20 to 45 bytes of temporaries each, a few MiB in all (within the
+#: L2 and L3 caches), and enough values that the ~20 numpy calls per chunk cost little.
+CHUNK = 1 << 16
 
 
 def check_table(table, bits):
@@ -80,7 +119,10 @@ def _check_rounding(rounding, rng):
         raise ValueError("stochastic rounding needs rng (a numpy Generator)")
 
 
+# --- fixed-point positions -------------------------------------------------------------------
+
 _MAX_BUCKETS = 4096
+_MAX_CELLS = 4096
 
 
 def _interval(v, levels):
@@ -105,21 +147,173 @@ def _interval(v, levels):
     return np.minimum(i, last, out=i)
 
 
-def _locate(values, levels):
-    """Clip ``values`` to the levels; return (interval index, position in [0, 1] inside it)."""
+class _Grid:
+    """How to compute the fixed-point positions T of values against one level set.
+
+    ``uniform``: equally spaced levels, a power of two apart, l_0 / gap * 2**24 an integer:
+    ``T = floor(x * 2**24 / gap) - l_0 * 2**24 / gap`` (the scaling is exact, the floor is taken
+    before the integer offset is added). ``cells``: levels on a dyadic grid of at most
+    ``_MAX_CELLS`` cells of 2**-f: with floor(x * 2**(f + 24)) - L_0 * 2**24 = m * 2**24 + F
+    (cell m, 0 <= F < 2**24; exact in float64, then int64),
+    ``T = i_m * 2**24 + floor(((m - b_m) * 2**24 + F) / w_m)``
+    (b_m, w_m: start and width of the cell's interval, in cells); the division is a product with
+    1 / w_m rounded up, exact since the quotient is an integer or at least 1 / w_m from one.
+    ``float``: any other levels, in float64.
+    """
+
+    def __init__(self, levels):
+        self.levels = levels
+        self.s = s = len(levels)
+        self.lo, self.hi = float(levels[0]), float(levels[-1])
+        self.dtype = np.uint32 if s <= 256 else np.uint64
+        self.kind = "float"
+        if s > 256:
+            return
+        gaps = np.diff(levels)
+        mantissa, exponent = np.frexp(gaps[0])
+        if mantissa == 0.5 and np.all(gaps == gaps[0]):
+            scale = float(np.ldexp(1.0, DITHER_BITS + 1 - int(exponent)))       # 2**24 / gap
+            offset = -self.lo * scale
+            lo, hi = self.lo * scale, self.hi * scale
+            fits = hi < 2.0**32 if lo >= 0 else lo >= -2.0**31 and hi < 2.0**31
+            if offset == np.floor(offset) and fits:
+                self.kind, self.scale, self.bounds = "uniform", scale, (lo, hi)
+                self.offset = np.uint32(int(offset) % (1 << 32))
+                self.nonneg = lo >= 0
+                return
+        for f in range(31):
+            cells = np.ldexp(levels, f)
+            if np.all(cells == np.floor(cells)):
+                break
+        else:
+            return
+        n_cells = int(cells[-1] - cells[0])
+        if n_cells > _MAX_CELLS or np.abs(cells).max() >= 2.0**28:
+            return
+        rel = cells - cells[0]
+        m = np.arange(n_cells + 1, dtype=np.float64)
+        i = np.minimum(np.searchsorted(rel, m, side="right") - 1, s - 2)
+        width = rel[i + 1] - rel[i]
+        recip = 1.0 / width
+        inexact = np.frexp(width)[0] != 0.5                 # widths that are not powers of two
+        recip[inexact] = np.nextafter(recip[inexact], np.inf)
+        self.kind, self.f_scale = "cells", float(np.ldexp(1.0, f + DITHER_BITS))
+        self.cell0 = float(cells[0]) * float(_ONE)
+        self.k_table = ((m - rel[i]) + i * width) * float(_ONE)
+        self.r_table = recip
+
+    def positions(self, x):
+        """T for a 1-D chunk of values (a per-thread scratch array: use it before the next
+        call on this thread)."""
+        n = len(x)
+        t = scratch("t", n, self.dtype)
+        if self.kind == "uniform":
+            y = scratch("y", n, np.float64)
+            np.multiply(x, self.scale, out=y)
+            np.clip(y, *self.bounds, out=y)
+            if self.nonneg:                          # truncation is the floor
+                np.copyto(t, y, casting="unsafe")
+            else:
+                np.floor(y, out=y)
+                np.copyto(t.view(np.int32), y, casting="unsafe")
+            if self.offset:
+                np.add(t, self.offset, out=t)
+            return t
+        if self.kind == "cells":
+            y = scratch("y", n, np.float64)
+            fl = scratch("fl", n, np.float64)
+            big = scratch("big", n, np.int64)
+            m = scratch("m", n, np.int64)
+            np.clip(x, self.lo, self.hi, out=y)
+            np.multiply(y, self.f_scale, out=y)         # exact: y = x * 2**(f + 24)
+            np.floor(y, out=y)
+            np.subtract(y, self.cell0, out=y)           # exact: integers
+            np.copyto(big, y, casting="unsafe")         # (cell << 24) + F
+            np.right_shift(big, DITHER_BITS, out=m)     # cell index
+            np.bitwise_and(big, _ONE - 1, out=big)      # F
+            np.take(self.k_table, m, out=fl, mode="clip")
+            np.add(fl, big, out=fl)
+            np.take(self.r_table, m, out=y, mode="clip")
+            np.multiply(fl, y, out=fl)
+            np.copyto(t, fl, casting="unsafe")
+            return t
+        levels = self.levels
+        v = np.clip(x, self.lo, self.hi)
+        i = _interval(v, levels)
+        lo = levels[i]
+        frac = np.floor((v - lo) / (levels[i + 1] - lo) * float(_ONE))
+        np.minimum(frac, _ONE - 1, out=frac)
+        t[:] = i
+        t <<= DITHER_BITS
+        t += frac.astype(self.dtype)
+        t += v >= self.hi                               # the top level: (s - 1) * 2**24
+        return t
+
+
+def _grid(levels):
     levels = np.asarray(levels, dtype=np.float64)
     if levels.ndim != 1 or len(levels) < 2 or np.any(np.diff(levels) <= 0):
         raise ValueError("levels must be a strictly increasing 1-D array of at least 2 values")
-    v = np.clip(np.asarray(values, dtype=np.float64), levels[0], levels[-1])
-    i = _interval(v, levels)
-    lo = levels[i]
-    return i, (v - lo) / (levels[i + 1] - lo)
+    return _cached_grid(levels.tobytes())
 
 
-def _round_up(frac, rounding, rng):
-    if rounding == "nearest":
-        return frac >= 0.5
-    return rng.random(frac.shape) < frac
+@functools.lru_cache(maxsize=64)
+def _cached_grid(key):
+    return _Grid(np.frombuffer(key, dtype=np.float64))
+
+
+# --- samples ---------------------------------------------------------------------------------
+
+def _stream(rng):
+    """The seed of one sample's uniforms, drawn from ``rng`` (module docs)."""
+    return np.random.SeedSequence(rng.integers(0, 1 << 64, size=2, dtype=np.uint64))
+
+
+def _uniforms(seed, start, n):
+    """Numbers start .. start + n - 1 of the 32-bit stream of ``seed``, as a new array.
+
+    Each thread keeps its generator of the last few streams and moves it forward to ``start``
+    (``advance``: consecutive chunks cost nothing to reach)."""
+    gens = thread_state().setdefault("generators", {})
+    first = start // 2
+    entry = gens.get(id(seed))
+    if entry is None or entry[0] is not seed or entry[2] > first:
+        if len(gens) > 8:
+            gens.clear()
+        entry = gens[id(seed)] = [seed, np.random.PCG64DXSM(seed), 0]
+    _, bits, position = entry
+    if first > position:
+        bits.advance(first - position)
+    count = (start + n + 1) // 2 - first
+    raw = bits.random_raw(count)
+    entry[2] = first + count
+    if sys.byteorder == "little":
+        halves = raw.view(np.uint32)
+    else:                                               # low half first, as Generator.integers
+        halves = np.empty(2 * len(raw), np.uint32)
+        halves[0::2] = raw & np.uint64(0xFFFFFFFF)
+        halves[1::2] = raw >> np.uint64(32)
+    return halves[start % 2:start % 2 + n]
+
+
+def _sample(t, seed, start):
+    """Level codes of one sample of positions ``t`` (values start ... of the call), a new array
+    (uint32 for uint32 positions). ``seed`` None: nearest rounding."""
+    if seed is None:
+        code = t + t.dtype.type(1 << (DITHER_BITS - 1))
+    else:
+        u = _uniforms(seed, start, len(t))
+        u >>= np.uint32(32 - DITHER_BITS)
+        if t.dtype == np.uint32:
+            code = np.add(u, t, out=u)
+        else:
+            code = u + t
+    code >>= code.dtype.type(DITHER_BITS)
+    return code
+
+
+def _flat_values(values):
+    return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
 def quantize_interval(values, levels, rounding, rng=None):
@@ -134,14 +328,36 @@ def quantize_interval(values, levels, rounding, rng=None):
     levels : float array (s,)
         Strictly increasing.
     rounding : "stochastic" or "nearest"
-        Stochastic: up with probability (v - l_i) / (l_{i+1} - l_i), iff ``u < p`` with
-        ``u = rng.random(values.shape)``. Nearest: the nearest level, ties up (no draws).
+        Stochastic: up with probability floor(p * 2**24) / 2**24, p = (v - l_i) / (l_{i+1} - l_i),
+        iff ``(T & (2**24 - 1)) + U >= 2**24`` with T the fixed-point position and U the 24-bit
+        uniforms of one key drawn from ``rng`` (module docs). Nearest: the nearest level, ties
+        up (no draws).
     rng : numpy.random.Generator, optional
         Needed for stochastic rounding.
+
+    Returns
+    -------
+    (intp array, bool array), each of the values' shape
     """
     _check_rounding(rounding, rng)
-    i, frac = _locate(values, levels)
-    return i, _round_up(frac, rounding, rng)
+    grid = _grid(levels)
+    shape = np.shape(values)
+    x = _flat_values(values)
+    seed = _stream(rng) if rounding == "stochastic" else None
+    interval = np.empty(x.size, np.intp)
+    up = np.empty(x.size, np.bool_)
+    last = grid.s - 2
+
+    def work(a, b):
+        t = grid.positions(x[a:b])
+        code = _sample(t, seed, a)
+        i = np.right_shift(t, t.dtype.type(DITHER_BITS))
+        np.minimum(i, last, out=i)
+        interval[a:b] = i
+        np.not_equal(code, i, out=up[a:b])
+
+    parallel_chunks(x.size, work, CHUNK)
+    return interval.reshape(shape), up.reshape(shape)
 
 
 def quantize(values, levels, rounding, rng=None):
@@ -149,8 +365,33 @@ def quantize(values, levels, rounding, rng=None):
 
     Same rules and parameters as :func:`quantize_interval`.
     """
-    i, up = quantize_interval(values, levels, rounding, rng)
-    return i + up
+    _check_rounding(rounding, rng)
+    grid = _grid(levels)
+    shape = np.shape(values)
+    x = _flat_values(values)
+    seed = _stream(rng) if rounding == "stochastic" else None
+    out = np.empty(x.size, np.int64)
+
+    def work(a, b):
+        out[a:b] = _sample(grid.positions(x[a:b]), seed, a)
+
+    parallel_chunks(x.size, work, CHUNK)
+    return out.reshape(shape)
+
+
+def _encode_raw(x, out):
+    scale, lo, hi = float(1 << contract.RAW_FRAC), -1.0, 1.0
+    fixed = out.view(np.int32)
+
+    def work(a, b):
+        y = scratch("y", b - a, np.float64)
+        np.clip(x[a:b], lo, hi, out=y)
+        np.multiply(y, scale, out=y)
+        np.add(y, 0.5, out=y)
+        np.floor(y, out=y)
+        np.copyto(fixed[a:b], y, casting="unsafe")
+
+    parallel_chunks(x.size, work, CHUNK)
 
 
 def encode(xv, fmt, rounding, rng, table=None):
@@ -158,8 +399,9 @@ def encode(xv, fmt, rounding, rng, table=None):
 
     SINGLE: the code. PAIR: code A | code B << b. COMPACT: interval | up_A << k | up_B << (k+1),
     k = ``fmt.index_bits``. RAW: ``round(x * 2**RAW_FRAC)`` as 32-bit two's complement (x clipped
-    to [-1, 1], no draws). A and B are independent draws (A's uniforms first); with nearest
-    rounding they coincide.
+    to [-1, 1], no draws). A and B are independent draws (A's key first); with nearest
+    rounding they coincide. The rounding and the draws are those of :func:`quantize` on
+    ``level_values(fmt, table)`` (module docs); both samples are made in one pass.
 
     Parameters
     ----------
@@ -175,24 +417,49 @@ def encode(xv, fmt, rounding, rng, table=None):
     -------
     uint32 array (N, n)
     """
-    xv = np.asarray(xv, dtype=np.float64)
+    xv = np.asarray(xv)
     if xv.ndim != 2:
         raise ValueError(f"encode needs a 2-D (rows, features) array, got shape {xv.shape}")
+    x = _flat_values(xv)
+    out = np.empty(xv.shape, np.uint32)
+    flat = out.reshape(-1)
     if fmt.encoding == Encoding.RAW:
-        fixed = np.floor(np.clip(xv, -1.0, 1.0) * float(1 << contract.RAW_FRAC) + 0.5)
-        return fixed.astype(np.int32).view(np.uint32)
+        _encode_raw(x, flat)
+        return out
     _check_rounding(rounding, rng)
-    i, frac = _locate(xv, level_values(fmt, table))
-    up_a = _round_up(frac, rounding, rng)
+    grid = _grid(level_values(fmt, table))
+    stochastic = rounding == "stochastic"
+    seed_a = _stream(rng) if stochastic else None
     if fmt.encoding == Encoding.SINGLE:
-        return (i + up_a).astype(np.uint32)
-    up_b = up_a if rounding == "nearest" else _round_up(frac, rounding, rng)
-    i = i.astype(np.uint32)
+        def work(a, b):
+            flat[a:b] = _sample(grid.positions(x[a:b]), seed_a, a)
+        parallel_chunks(x.size, work, CHUNK)
+        return out
+    seed_b = _stream(rng) if stochastic else None
+    bits, k, last = np.uint32(fmt.bits), np.uint32(fmt.index_bits), np.uint32(grid.s - 2)
+
     if fmt.encoding == Encoding.PAIR:
-        return (i + up_a) | ((i + up_b) << np.uint32(fmt.bits))
-    k = fmt.index_bits
-    return i | (up_a.astype(np.uint32) << np.uint32(k)) | (up_b.astype(np.uint32) <<
-                                                           np.uint32(k + 1))
+        def work(a, b):
+            t = grid.positions(x[a:b])
+            code_a = _sample(t, seed_a, a)
+            code_b = _sample(t, seed_b, a) if stochastic else code_a.copy()
+            np.left_shift(code_b, bits, out=code_b)
+            np.bitwise_or(code_a, code_b, out=flat[a:b])
+    else:
+        def work(a, b):
+            t = grid.positions(x[a:b])
+            code_a = _sample(t, seed_a, a)
+            code_b = _sample(t, seed_b, a) if stochastic else code_a.copy()
+            i = np.right_shift(t, np.uint32(DITHER_BITS), out=t)
+            np.minimum(i, last, out=i)
+            np.subtract(code_a, i, out=code_a)              # up bit of A
+            np.left_shift(code_a, k, out=code_a)
+            np.subtract(code_b, i, out=code_b)
+            np.left_shift(code_b, k + np.uint32(1), out=code_b)
+            np.bitwise_or(code_a, code_b, out=code_a)
+            np.bitwise_or(code_a, i, out=flat[a:b])
+    parallel_chunks(x.size, work, CHUNK)
+    return out
 
 
 def _code_values(codes, fmt, table):

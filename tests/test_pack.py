@@ -5,6 +5,7 @@ import pytest
 
 from zipml import contract
 from zipml.contract import Encoding, Format
+from zipml.host import pack as pack_module
 from zipml.host.pack import pack_rows, unpack_rows
 
 LABEL_EXTREMES = contract.sat_limits(contract.LABEL_BITS)
@@ -58,6 +59,24 @@ def test_pack_matches_the_reference_and_round_trips(width, encoding, bits):
         np.testing.assert_array_equal(back, fields, err_msg=f"n = {n}")
         np.testing.assert_array_equal(back_labels, labels)
 
+
+
+@pytest.mark.parametrize("width", contract.WORD_WIDTHS)
+def test_pack_in_chunks_on_threads_matches_the_reference(monkeypatch, width):
+    """Many rows cut into chunks of a few rows, on three threads, every field width; the
+    fields also in Fortran order."""
+    monkeypatch.setattr(pack_module, "CHUNK", 40)
+    monkeypatch.setenv("ZIPML_HOST_THREADS", "3")
+    fmts = {Format(e, b).field_bits: Format(e, b) for e in Encoding for b in (1, 2, 3, 4, 5, 7, 8)}
+    rng = np.random.default_rng(width)
+    for fb, fmt in sorted(fmts.items()):
+        p = contract.lanes_in_word(width, fmt)
+        for n in sorted({1, contract.lanes_in_last_word(width, fmt) + 1, 2 * p + 3}):
+            fields, labels = random_rows(rng, 23, n, fmt)
+            expected = reference_pack(fields, labels, width, fmt)
+            for f in (fields, np.asfortranarray(fields)):
+                np.testing.assert_array_equal(pack_rows(f, labels, width, fmt), expected,
+                                              err_msg=f"fb = {fb}, n = {n}")
 
 def test_exact_bits_one_limb_words():
     """W = 32, PAIR b = 3 (6-bit fields, 5 lanes, no room beside the label), n = 6."""

@@ -1,10 +1,15 @@
 """Level values, rounding, the field encodings and their decoding, fixed-point labels."""
 
+import bisect
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 
 from zipml import contract
 from zipml.contract import Encoding, Format, LevelMode
+from zipml.host import quantize as quantize_module
 from zipml.host.quantize import (
     check_table,
     decode,
@@ -89,15 +94,24 @@ def test_stochastic_rounding_is_unbiased(fmt, table):
     assert np.all(np.abs(q.mean(axis=1) - values) <= 5 * stderr + 1e-15)
 
 
-def test_stochastic_rounding_uses_u_below_p():
-    """Up iff u < p with u = rng.random(values.shape): a reproducible rule."""
+def test_stochastic_rounding_rule_and_stream():
+    """Up iff (T mod 2**24) + U >= 2**24, T = floor(t * 2**24) the fixed-point position and U
+    the top 24 bits of the documented stream of one key drawn from rng: a reproducible rule."""
     levels = np.array([0.0, 1.0, 2.0])
-    values = np.array([[0.3, 1.75], [2.0, 0.0]])
-    u = np.random.default_rng(7).random(values.shape)
-    p = np.array([[0.3, 0.75], [1.0, 0.0]])
-    interval, up = quantize_interval(values, levels, "stochastic", np.random.default_rng(7))
-    np.testing.assert_array_equal(interval, [[0, 1], [1, 0]])
-    np.testing.assert_array_equal(up, u < p)
+    values = np.concatenate([[0.3, 1.75, 2.0, 0.0, 1.0, 0.5],
+                             np.random.default_rng(8).uniform(0, 2, 995)]).reshape(-1, 7)
+    rng = np.random.default_rng(7)
+    key = np.random.default_rng(7).integers(0, 1 << 64, size=2, dtype=np.uint64)
+    stream = np.random.Generator(np.random.PCG64DXSM(np.random.SeedSequence(key)))
+    u = stream.integers(0, 1 << 32, size=values.shape, dtype=np.uint32) >> 8
+    t = np.floor(values * 2**24).astype(np.int64)          # exact: levels 1 apart from 0
+    interval, up = quantize_interval(values, levels, "stochastic", rng)
+    np.testing.assert_array_equal(interval, np.minimum(t >> 24, 1))
+    np.testing.assert_array_equal(up, (t + u) >> 24 != np.minimum(t >> 24, 1))
+    assert interval.flat[:4].tolist() == [0, 1, 1, 0] and up.flat[2] and not up.flat[3]
+    after_key = np.random.default_rng(7)
+    after_key.integers(0, 1 << 64, size=2, dtype=np.uint64)
+    assert rng.random() == after_key.random()                # rng gave the key, nothing else
 
 
 @pytest.mark.parametrize("fmt, table", list(formats_with_tables()))
@@ -265,3 +279,113 @@ def test_encode_labels_rounds_half_up_and_saturates():
     np.testing.assert_array_equal(labels, [0, one, -one, 1, 0, -1, round(0.3 * one), hi, lo])
     with pytest.raises(ValueError, match="label 1 is not finite"):
         encode_labels([0.0, np.nan])
+
+
+def exact_position(x, levels):
+    """T = i * 2**24 + floor(p * 2**24) in rational arithmetic (the module docs' definition)."""
+    s = len(levels)
+    x = min(max(x, levels[0]), levels[-1])
+    i = min(bisect.bisect_right(levels, x) - 1, s - 2)
+    p = (Fraction(x) - Fraction(levels[i])) / (Fraction(levels[i + 1]) - Fraction(levels[i]))
+    return i * 2**24 + math.floor(p * 2**24)
+
+
+@pytest.mark.parametrize("fmt, table", list(formats_with_tables()))
+def test_fixed_point_positions_are_exact_and_the_bias_is_below_2_to_the_minus_24(fmt, table):
+    levels = level_values(fmt, table)
+    width = np.diff(levels)
+    rng = np.random.default_rng(12)
+    k = rng.integers(0, len(levels) - 1, 300)
+    on_grid = levels[k] + width[k] * rng.integers(0, 2**24, 300) / 2**24    # p a multiple of 2**-24
+    values = np.concatenate([
+        levels, np.nextafter(levels, -np.inf), np.nextafter(levels, np.inf),
+        (levels[:-1] + levels[1:]) / 2, on_grid, np.nextafter(on_grid, -np.inf),
+        rng.uniform(levels[0], levels[-1], 300), [5e-324, -5e-324, 1e-300, -1e-300, 0.0, -0.0],
+        [levels[0] - 1, levels[-1] + 1, -np.inf, np.inf]])
+    t = quantize_module._grid(levels).positions(values).astype(np.int64)
+    exact = [exact_position(float(v), levels.tolist()) for v in values]
+    np.testing.assert_array_equal(t, exact)
+    # E[Q(x)] for a uniform U: l_i + (T mod 2**24) / 2**24 * (l_{i+1} - l_i), within
+    # (x - 2**-24 (l_{i+1} - l_i), x], and x itself when p is a multiple of 2**-24.
+    exact_grid = set(levels.tolist()) | set(on_grid.tolist())
+    for v, pos in zip(values[:len(values) - 4], exact):
+        i = min(pos >> 24, len(levels) - 2)
+        lo, hi = Fraction(float(levels[i])), Fraction(float(levels[i + 1]))
+        mean = lo + Fraction(pos - i * 2**24, 2**24) * (hi - lo)
+        x = min(max(Fraction(float(v)), Fraction(float(levels[0]))), Fraction(float(levels[-1])))
+        assert x - (hi - lo) / 2**24 < mean <= x
+        assert (mean == x) or float(v) not in exact_grid
+
+
+def test_positions_of_other_levels_are_within_one_unit():
+    """Levels off a small dyadic grid (such as optimal levels): float64, one unit at most."""
+    levels = np.array([-0.9, -0.31, 0.1, 0.2 / 3, 0.77])
+    levels.sort()
+    assert quantize_module._grid(levels).kind == "float"
+    values = np.concatenate([np.random.default_rng(13).uniform(-1, 1, 2000), levels,
+                             np.nextafter(levels, -np.inf), np.nextafter(levels, np.inf)])
+    t = quantize_module._grid(levels).positions(values).astype(np.int64)
+    exact = np.array([exact_position(float(v), levels.tolist()) for v in values])
+    assert np.abs(t - exact).max() <= 1
+    np.testing.assert_array_equal(t >> 24, exact >> 24)              # the interval is exact
+
+
+@pytest.mark.parametrize("fmt, table", [(Format(Encoding.PAIR, 2), None),
+                                        (Format(Encoding.COMPACT, 3, LevelMode.TABLE), TABLE3),
+                                        (Format(Encoding.PAIR, 8, LevelMode.UNIFORM_UNSIGNED),
+                                         None)])
+def test_both_encoded_samples_are_unbiased(fmt, table):
+    """encode's samples A and B each average to the value (5 standard errors), fields of
+    many copies of a row of values."""
+    levels = level_values(fmt, table)
+    rng = np.random.default_rng(14)
+    values = np.concatenate([levels, (levels[:-1] + levels[1:]) / 2,
+                             rng.uniform(levels[0], levels[-1], 40)])[:120]
+    m = 20_000
+    va, vb = decode(encode(np.tile(values, (m, 1)), fmt, "stochastic", rng, table=table), fmt,
+                    table)
+    lo = levels[np.clip(np.searchsorted(levels, values, "right") - 1, 0, len(levels) - 2)]
+    hi = levels[np.clip(np.searchsorted(levels, values, "right"), 1, len(levels) - 1)]
+    stderr = np.sqrt(np.maximum((values - lo) * (hi - values), 0) / m)
+    scale = 1 << fmt.value_frac
+    for v in (va, vb):
+        assert np.all(np.abs(v.mean(axis=0) / scale - values) <= 5 * stderr + 1e-15)
+
+
+def test_rounding_probability_resolution_is_2_to_the_minus_24():
+    """Up with probability floor(p * 2**24) / 2**24: never when p < 2**-24 (the bias of the
+    resolution), p when p is a multiple of 2**-24."""
+    levels = np.array([0.0, 1.0])
+    rng = np.random.default_rng(15)
+    n = 1 << 18
+    assert not quantize(np.full(n, 2.0**-25), levels, "stochastic", rng).any()
+    for p in (0.5, 0.25 + 2.0**-24, 1 - 2.0**-10):
+        up = quantize(np.full(n, p), levels, "stochastic", rng)
+        assert abs(up.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+
+
+@pytest.mark.parametrize("chunk, threads", [(5, "1"), (64, "3"), (1000, "2"), (1 << 16, "1")])
+def test_results_do_not_depend_on_chunks_or_threads(monkeypatch, chunk, threads):
+    rng = np.random.default_rng(16)
+    x = rng.uniform(-1, 1, (97, 13))
+    cases = [(Format(e, b, mode), tab) for e in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
+             for b, mode, tab in ((1, LevelMode.UNIFORM_SIGNED, None),
+                                  (3, LevelMode.TABLE, TABLE3),
+                                  (8, LevelMode.UNIFORM_UNSIGNED, None))]
+    cases.append((Format(Encoding.RAW), None))
+
+    def everything():
+        out = [encode(np.abs(x) * f.top if not f.signed else x * f.top, f, "stochastic",
+                      np.random.default_rng(17), table=t) for f, t in cases]
+        out.append(quantize(x, level_values(Format(Encoding.SINGLE, 2)), "stochastic",
+                            np.random.default_rng(18)))
+        out.extend(quantize_interval(x, np.array([-1.0, -0.3, 0.1, 1.0]), "stochastic",
+                                     np.random.default_rng(19)))
+        return out
+
+    monkeypatch.delenv("ZIPML_HOST_THREADS", raising=False)
+    expected = everything()
+    monkeypatch.setattr(quantize_module, "CHUNK", chunk)
+    monkeypatch.setenv("ZIPML_HOST_THREADS", threads)
+    for a, b in zip(everything(), expected):
+        np.testing.assert_array_equal(a, b)
