@@ -120,6 +120,8 @@ class Board:
         Fields the trainer processes per word (:class:`~zipml.hw.pipeline.SGDPipeline`).
     dsp : bool
         Lane products on the hard multipliers.
+    mul_stages : int
+        Registers in the lane products (2: multiplier inputs and outputs).
     memory_words : int
         Resident memory, W-bit words.
     core : str
@@ -147,6 +149,7 @@ class Board:
     n_max: int
     lanes: int
     dsp: bool
+    mul_stages: int
     memory_words: int
     core: str
     clk_in: float
@@ -203,7 +206,7 @@ BOARDS = {
         width=32, n_max=256,
         # The trainer does not fit the UP5K (README: measured 8.8k LUT4 at 4 lanes): its
         # bitstream carries the protocol echo core.
-        lanes=4, dsp=False, memory_words=8192, core="echo",
+        lanes=4, dsp=False, mul_stages=1, memory_words=8192, core="echo",
         clk_in=12e6, clk_target=30e6,            # 30 MHz / 3 Mbaud = 10 cycles per bit
         baud=3_000_000, uart_bridge="FT2232H",
         synth_opts="-dsp",                       # iCE40 infers SB_MAC16 only with -dsp
@@ -218,7 +221,7 @@ BOARDS = {
         width=128, n_max=1024,
         # 32 lanes: fields of 4 bits and more at one word per cycle; their 2 x 64 lane
         # products and the RAW lanes take 148 of the 156 18 x 18 multipliers
-        lanes=32, dsp=True, memory_words=4096, core="device",
+        lanes=32, dsp=True, mul_stages=2, memory_words=4096, core="device",
         clk_in=25e6, clk_target=100e6,           # 100 MHz / 3 Mbaud = 33 cycles per bit (+1%)
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",

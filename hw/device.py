@@ -112,6 +112,8 @@ class DeviceCore(wiring.Component):
         word (:func:`zipml.contract.format_fits`).
     dsp : bool
         Lane products on hard multipliers (:class:`~zipml.hw.pipeline.SGDPipeline`).
+    mul_stages : int
+        Registers in the lane products (:class:`~zipml.hw.pipeline.SGDPipeline`).
     build_id : int
         Reported by IDENTIFY.
     rx_timeout : float
@@ -127,7 +129,7 @@ class DeviceCore(wiring.Component):
 
     def __init__(self, width=128, n_max=1024, memory_words=4096, *, clk_freq, baud=0,
                  max_payload=1024, batch_max=256, tables=True, build_id=0,
-                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False):
+                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False, mul_stages=1):
         if width not in contract.WORD_WIDTHS:
             raise ValueError(f"width must be one of {contract.WORD_WIDTHS}, not {width}")
         if not 1 <= n_max <= 0xFFFF:
@@ -143,7 +145,7 @@ class DeviceCore(wiring.Component):
         self.max_payload, self.batch_max = max_payload, batch_max
         self.tables, self.build_id = tables, build_id
         self.lanes = width if lanes is None else lanes
-        self.dsp = dsp
+        self.dsp, self.mul_stages = dsp, mul_stages
         if not width // 32 <= self.lanes <= width:
             raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
         self.formats = all_formats(width, self.lanes)
@@ -186,7 +188,7 @@ class DeviceCore(wiring.Component):
         # --- training datapath --------------------------------------------------------------------
         pipe_rst = Signal()
         pipe = SGDPipeline(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
-                           lanes=self.lanes, dsp=self.dsp)
+                           lanes=self.lanes, dsp=self.dsp, mul_stages=self.mul_stages)
         mem = ResidentMemory(W, self.memory_words)
         m.submodules.pipeline = ResetInserter(pipe_rst)(pipe)
         m.submodules.resident = ResetInserter(pipe_rst)(mem)

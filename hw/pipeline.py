@@ -98,9 +98,9 @@ class SGDPipeline(wiring.Component):
     max_table_bits : int
         Largest b for which level tables are held (1 drops tables; default all).
     mul_stages : int
-        0 or 1: extra register stages inside the lane products (splits the shift-and-add sums,
-        registers the RAW hard-multiplier outputs) for a faster clock;
-        :mod:`zipml.sim.timing` counts them.
+        0, 1 or 2: extra register stages inside the lane products (1 splits the shift-and-add
+        sums and registers the multiplier outputs; 2 also registers their inputs) for a faster
+        clock; :mod:`zipml.sim.timing` counts them.
     lanes : int
         Fields processed per word (``W // 32 .. W``, default W): formats with more fields per
         word (:func:`zipml.contract.format_fits`) are left out of the build, which saves the
@@ -136,8 +136,8 @@ class SGDPipeline(wiring.Component):
                  mul_stages=timing.MUL_STAGES, lanes=None, dsp=False):
         if width % 32 or width < 32:
             raise ValueError(f"width must be a multiple of 32, not {width}")
-        if mul_stages not in (0, 1):
-            raise ValueError(f"mul_stages must be 0 or 1, not {mul_stages}")
+        if mul_stages not in (0, 1, 2):
+            raise ValueError(f"mul_stages must be 0, 1 or 2, not {mul_stages}")
         lanes = width if lanes is None else lanes
         if not width // 32 <= lanes <= width:
             raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
@@ -181,10 +181,47 @@ class SGDPipeline(wiring.Component):
             value = reg
         return value
 
+    def _operands(self, m, name, *values):
+        """``values``, registered once more with ``mul_stages = 2`` (multiplier inputs)."""
+        if self.mul_stages < 2:
+            return values
+        regs = []
+        for i, v in enumerate(values):
+            reg = Signal.like(v, name=f"{name}_in{i}")
+            m.d.sync += reg.eq(v)
+            regs.append(reg)
+        return regs
+
+    def _raw_product(self, m, a, b, name):
+        """The full 64-bit ``a * b`` of a RAW lane, registered if ``mul_stages``; with ``dsp``
+        its four 18 x 18 partial products are what is registered, summed after."""
+        a, b = self._operands(m, name, a, b)
+        if self.dsp and self.mul_stages:
+            lo, hi = _DSP_SPLIT, 2 * _DSP_SPLIT
+            a_lo, a_hi, b_lo, b_hi = a[:lo], a[lo:].as_signed(), b[:lo], b[lo:].as_signed()
+            parts = []
+            for i, (part, shift) in enumerate([(a_lo * b_lo, 0), (a_hi * b_lo, lo),
+                                               (a_lo * b_hi, lo), (a_hi * b_hi, hi)]):
+                reg = Signal(signed(len(part) + 1) if not part.shape().signed
+                             else part.shape(), name=f"{name}_{i}")
+                m.d.sync += reg.eq(part)
+                parts.append(reg << shift)
+            full = Signal(signed(64), name=name)
+            m.d.comb += full.eq(sum_tree(parts))
+            return full
+        full = Signal(signed(64), name=name)
+        if self.mul_stages:
+            m.d.sync += full.eq(a * b)
+        else:
+            m.d.comb += full.eq(a * b)
+        return full
+
     def _product(self, m, a, b, name):
         """``a * b`` (32-bit ``a``, narrow ``b``) in two parts, summed after ``mul_stages``
-        registers: with ``dsp`` two hard multiplies (``a``'s low 17 bits, unsigned, and its
-        high bits, signed: 18 x 18 multipliers take either); otherwise shift-and-add."""
+        registers (the first on the operands when there are two): with ``dsp`` two hard
+        multiplies (``a``'s low 17 bits, unsigned, and its high bits, signed: 18 x 18
+        multipliers take either); otherwise shift-and-add."""
+        a, b = self._operands(m, name, a, b)
         if self.dsp:
             parts = [a[:_DSP_SPLIT] * b, (a[_DSP_SPLIT:].as_signed() * b) << _DSP_SPLIT]
         elif self.mul_stages:
@@ -385,11 +422,7 @@ class SGDPipeline(wiring.Component):
             if j < self.raw_lanes:
                 # with dsp, the code value rides the RAW lane's multiplier
                 operand = Mux(is_raw, s2_raw[j], va) if self.dsp else s2_raw[j]
-                full = Signal(signed(64), name=f"rawprod{j}")
-                if self.mul_stages:
-                    m.d.sync += full.eq(w_hat * operand)
-                else:
-                    m.d.comb += full.eq(w_hat * operand)
+                full = self._raw_product(m, w_hat, operand, f"rawprod{j}")
                 code_p = full if self.dsp else self._product(m, w_hat, va, f"dotpart{j}")
                 lo = Signal(_LO_SHIFT, name=f"lo{j}")
                 m.d.sync += [p.eq(Mux(is_raw, full >> _LO_SHIFT, code_p)),
@@ -539,11 +572,7 @@ class SGDPipeline(wiring.Component):
             if j < self.raw_lanes:
                 rshift = _DELTA_SHIFT + RAW_FRAC
                 operand = Mux(is_raw, u2_raw[j], vb) if self.dsp else u2_raw[j]
-                full = Signal(signed(64), name=f"rawupd{j}")
-                if self.mul_stages:
-                    m.d.sync += full.eq(c * operand)
-                else:
-                    m.d.comb += full.eq(c * operand)
+                full = self._raw_product(m, c, operand, f"rawupd{j}")
                 code = full if self.dsp else self._product(m, c, vb, f"updpart{j}")
                 raw_d = (full + (1 << (rshift - 1))) >> rshift
                 code_d = (code + (1 << (shift - 1))) >> shift
@@ -564,9 +593,21 @@ class SGDPipeline(wiring.Component):
             w, flag = saturate(m, work_rd[j].data - deltas[j], MODEL_BITS, f"w{j}")
             new_w.append(w)
             lane_sat.append(flag & u3_ok[j])
-        any_sat = Cat(*lane_sat).any() | u3_row.sat
-        with m.If(u3_valid):
-            m.d.sync += row_sat.eq(Mux(u3_last, 0, row_sat | any_sat))
+        # U3: the saturation flags, registered off the write-back path and counted a cycle
+        # later (the ``saturated`` output adds the row still being counted)
+        u4_valid, u4_last, u4_row_flag = Signal(), Signal(), Signal()
+        u4_lane_sat = Signal(L)
+        m.d.sync += [u4_valid.eq(u3_valid), u4_last.eq(u3_last), u4_row_flag.eq(u3_row.sat),
+                     u4_lane_sat.eq(Cat(*lane_sat))]
+        any_sat = u4_lane_sat.any() | u4_row_flag
+        with m.If(u4_valid):
+            m.d.sync += row_sat.eq(Mux(u4_last, 0, row_sat | any_sat))
+        sat_rows = Signal(32)
+        sat_row_done = Signal()
+        m.d.comb += [sat_row_done.eq(u4_valid & u4_last & (row_sat | any_sat)),
+                     self.saturated.eq(sat_rows + sat_row_done)]
+        with m.If(sat_row_done):
+            m.d.sync += sat_rows.eq(sat_rows + 1)
         m.d.comb += [row_done_now.eq(u3_valid & u3_last),
                      batch_done_now.eq(row_done_now & u3_row.last_of_batch),
                      done_wbank.eq(u3_row.wbank)]
@@ -630,12 +671,11 @@ class SGDPipeline(wiring.Component):
         # --- counters and the run's state machine ------------------------------------------------
         last_epoch = self.epochs + 1 == cfg.epochs
         with m.If(row_done_now):
-            m.d.sync += [self.rows.eq(self.rows + 1),
-                         self.saturated.eq(self.saturated + (row_sat | any_sat))]
+            m.d.sync += self.rows.eq(self.rows + 1)
         m.d.comb += epoch_done_now.eq(row_done_now & u3_row.last_of_epoch)
 
         def reset_run():
-            return [self.rows.eq(0), self.saturated.eq(0), self.epochs.eq(0), self.cycles.eq(0),
+            return [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0), self.cycles.eq(0),
                     lr_shift.eq(0), decay_cnt.eq(0), outstanding.eq(0), *restart_input()]
 
         with m.FSM():

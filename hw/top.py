@@ -91,12 +91,12 @@ class PipelineProbe(wiring.Component):
         Registered XOR of every pipeline output.
     """
 
-    def __init__(self, *, width, n_max, lanes=None, tables=True, dsp=False):
+    def __init__(self, *, width, n_max, lanes=None, tables=True, dsp=False, mul_stages=1):
         self.width = width
         self.n_max = n_max
         self.lanes = lanes
         self.tables = tables
-        self.dsp = dsp
+        self.dsp, self.mul_stages = dsp, mul_stages
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
@@ -105,7 +105,7 @@ class PipelineProbe(wiring.Component):
         m = Module()
         m.submodules.pipeline = dut = SGDPipeline(
             self.width, self.n_max, lanes=self.lanes, max_table_bits=8 if self.tables else 1,
-            dsp=self.dsp)
+            dsp=self.dsp, mul_stages=self.mul_stages)
 
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
@@ -151,12 +151,13 @@ def make_core(board, core="device", *, build_id=0):
     if core == "device":
         from .device import Device
         return Device(board.width, board.n_max, board.memory_words, clk_freq=board.clk_freq,
-                      baud=board.baud, lanes=board.lanes, dsp=board.dsp, build_id=build_id)
+                      baud=board.baud, lanes=board.lanes, dsp=board.dsp,
+                      mul_stages=board.mul_stages, build_id=build_id)
     if core == "echo":
         return EchoCore(clk_freq=board.clk_freq, baud=board.baud)
     if core == "pipeline":
         return PipelineProbe(width=board.width, n_max=board.n_max, lanes=board.lanes,
-                             dsp=board.dsp)
+                             dsp=board.dsp, mul_stages=board.mul_stages)
     raise ValueError(f"unknown core {core!r}; known: {', '.join(CORES)}")
 
 

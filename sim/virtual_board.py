@@ -47,7 +47,8 @@ __all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "build", "serve",
 
 #: Default parameters of the simulated device.
 DEFAULTS = dict(width=64, n_max=64, memory_words=4096, max_payload=1024, batch_max=256,
-                clk_freq=12_000_000, build_id=0x5157, lanes=None, tables=True, dsp=False)
+                clk_freq=12_000_000, build_id=0x5157, lanes=None, tables=True, dsp=False,
+                mul_stages=1)
 
 #: Sources whose text determines the generated Verilog (besides the parameters).
 _SOURCES = ("hw/device.py", "hw/resident.py", "hw/pipeline.py", "hw/lanes.py", "hw/scalar.py",
@@ -139,7 +140,8 @@ def make_core(**params):
     return ChunkedCore(DeviceCore(
         p["width"], p["n_max"], p["memory_words"], clk_freq=p["clk_freq"], baud=0,
         max_payload=p["max_payload"], batch_max=p["batch_max"], build_id=p["build_id"],
-        rx_timeout=_RX_TIMEOUT, lanes=p["lanes"], tables=p["tables"], dsp=p["dsp"]))
+        rx_timeout=_RX_TIMEOUT, lanes=p["lanes"], tables=p["tables"], dsp=p["dsp"],
+        mul_stages=p["mul_stages"]))
 
 
 def _key(params):

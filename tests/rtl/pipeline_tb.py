@@ -26,6 +26,7 @@ from zipml.sim.streams import StreamPort, stream_get, stream_put
 WIDTH = int(os.environ.get("WIDTH", 32))
 N_MAX = int(os.environ.get("N_MAX", 128))
 LANES = int(os.environ.get("LANES", WIDTH))
+MUL_STAGES = int(os.environ.get("MUL_STAGES", timing.MUL_STAGES))
 SUITES = os.environ.get("SUITES", "formats").split(",")
 SEED = int(os.environ.get("SEED", 1))
 
@@ -243,7 +244,7 @@ class TB:
         what = f"{cfg} epochs={epochs}"
         cycles = int(d.cycles.value)
         if not case["idle"] and not case["backpressure"]:
-            want = timing.run_cycles(WIDTH, cfg, epochs, snaps, lanes=LANES)
+            want = timing.run_cycles(WIDTH, cfg, epochs, snaps, MUL_STAGES, lanes=LANES)
             assert cycles == want, f"{what}: {cycles} cycles, the model says {want}"
         counters = (int(d.rows.value), int(d.epochs.value), int(d.saturated.value))
         c = golden.counters

@@ -15,11 +15,12 @@ from zipml.sim.runner import build_and_test, build_dir_for, simulator_available
 NO_ICARUS = pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 
 
-def run(request, width, n_max, suites, sim="verilator", seed=1, lanes=None, dsp=False):
-    dut = SGDPipeline(width, n_max, lanes=lanes, dsp=dsp)
+def run(request, width, n_max, suites, sim="verilator", seed=1, lanes=None, dsp=False,
+        mul_stages=1):
+    dut = SGDPipeline(width, n_max, lanes=lanes, dsp=dsp, mul_stages=mul_stages)
     build_and_test(dut, "pipeline_tb", build_dir_for(request), sim=sim, opt_fast="-O0",
                    env={"WIDTH": width, "N_MAX": n_max, "LANES": dut.lanes,
-                        "SUITES": ",".join(suites), "SEED": seed})
+                        "MUL_STAGES": mul_stages, "SUITES": ",".join(suites), "SEED": seed})
 
 
 @pytest.mark.parametrize("width, n_max, suites", [
@@ -32,13 +33,16 @@ def test_pipeline(request, width, n_max, suites):
     run(request, width, n_max, suites, seed=width + n_max)
 
 
-@pytest.mark.parametrize("width, n_max, lanes, dsp, suites", [
-    (128, 256, 32, True, ["formats", "batches", "saturate"]),     # the ULX3S build
-    (64, 128, 8, False, ["quick", "batches"]),
+@pytest.mark.parametrize("width, n_max, lanes, dsp, mul_stages, suites", [
+    (128, 256, 32, True, 2, ["formats", "batches", "saturate"]),     # the ULX3S build
+    (64, 128, 8, True, 1, ["quick", "saturate"]),
+    (64, 128, 8, False, 2, ["quick", "batches"]),
 ])
-def test_pipeline_fewer_lanes(request, width, n_max, lanes, dsp, suites):
-    """Builds that leave out the narrowest fields (and multiply on hard multipliers)."""
-    run(request, width, n_max, suites, seed=width + lanes, lanes=lanes, dsp=dsp)
+def test_pipeline_fewer_lanes(request, width, n_max, lanes, dsp, mul_stages, suites):
+    """Builds that leave out the narrowest fields, multiply on hard multipliers and register
+    the multipliers' inputs."""
+    run(request, width, n_max, suites, seed=width + lanes, lanes=lanes, dsp=dsp,
+        mul_stages=mul_stages)
 
 
 @NO_ICARUS
