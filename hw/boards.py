@@ -222,7 +222,10 @@ BOARDS = {
         # 32 lanes: fields of 4 bits and more at one word per cycle; their 2 x 64 lane
         # products and the RAW lanes take 148 of the 156 18 x 18 multipliers
         lanes=32, dsp=True, mul_stages=2, memory_words=4096, core="device",
-        clk_in=25e6, clk_target=100e6,           # 100 MHz / 3 Mbaud = 33 cycles per bit (+1%)
+        # 45 MHz / 3 Mbaud = 15 cycles per bit. The trainer's slowest path, the work bank's
+        # read-modify-write (block RAM read, subtract, saturate, write), measured 17 ns
+        # (59 MHz) on a small build; 100 MHz needs that loop split (docs/PIPELINE.md).
+        clk_in=25e6, clk_target=45e6,
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
         nextpnr_opts="",

@@ -401,6 +401,7 @@ class DeviceCore(wiring.Component):
 
         # The checks, in the specification's order (every one before any change).
         status = Signal(Status)
+        verdict_status = Signal(Status)
         st = state
         in_any = Cat(cmd == c.value for c in (Cmd.IDENTIFY, Cmd.READ_STATUS, Cmd.RESET)).any()
         not_busy = Cat(cmd == c.value
@@ -528,11 +529,17 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [head.word_select(head_idx, 8).eq(byte),
                                  head_idx.eq(head_idx + 1), head_left.eq(head_left - 1)]
                 with m.If(head_left == 0):
-                    m.next = "CHECK"
+                    m.next = "VERIFY"
+
+            with m.State("VERIFY"):
+                # the request's checks settle into a register: they are a long path (wide
+                # compares of the prefix against the device state) ahead of CHECK's actions
+                m.d.sync += verdict_status.eq(status)
+                m.next = "CHECK"
 
             with m.State("CHECK"):
-                with m.If(status != Status.OK):
-                    refuse(status)
+                with m.If(verdict_status != Status.OK):
+                    refuse(verdict_status)
                 with m.Else():
                     with m.Switch(cmd):
                         with m.Case(Cmd.IDENTIFY.value):
