@@ -218,10 +218,12 @@ BOARDS = {
     ),
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5",
-        width=128, n_max=1024,
-        # 32 lanes: fields of 4 bits and more at one word per cycle; their 2 x 64 lane
-        # products and the RAW lanes take 148 of the 156 18 x 18 multipliers
-        lanes=32, dsp=True, mul_stages=2, memory_words=4096, core="device",
+        # W = 32 with 8 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
+        # b >= 2, RAW) at one word per cycle, products on the 18 x 18 multipliers. The
+        # W = 128 builds place but do not finish routing around the multiplier columns
+        # (32 lanes: 148 of 156 multipliers; 16 lanes: 84), see README.
+        width=32, n_max=256,
+        lanes=8, dsp=True, mul_stages=2, memory_words=1024, core="device",
         # 45 MHz / 3 Mbaud = 15 cycles per bit. The trainer's slowest path, the work bank's
         # read-modify-write (block RAM read, subtract, saturate, write), measured 17 ns
         # (59 MHz) on a small build; 100 MHz needs that loop split (docs/PIPELINE.md).

@@ -50,7 +50,7 @@ def test_board_parameters(name):
     assert board.clk_freq >= (45e6 if board.family == "ecp5" else 30e6)
     assert board.clk_freq % board.baud == 0            # an exact UART divisor
     assert board.baud == 3_000_000
-    assert board.width == (128 if board.family == "ecp5" else 32)
+    assert board.width == 32
     make_core(board, "echo")                            # the UART divisor is within tolerance
     assert board.core in ("device", "echo")
     assert board.width // 32 <= board.lanes <= board.width
