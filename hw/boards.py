@@ -223,7 +223,7 @@ BOARDS = {
         # W = 128 builds place but do not finish routing around the multiplier columns
         # (32 lanes: 148 of 156 multipliers; 16 lanes: 84), see README.
         width=32, n_max=256,
-        lanes=8, dsp=True, mul_stages=2, memory_words=1024, core="device",
+        lanes=8, dsp=True, mul_stages=2, memory_words=8192, core="device",
         # 45 MHz / 3 Mbaud = 15 cycles per bit. The trainer's slowest path, the work bank's
         # read-modify-write (block RAM read, subtract, saturate, write), measured 17 ns
         # (59 MHz) on a small build; 100 MHz needs that loop split (docs/PIPELINE.md).
