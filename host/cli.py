@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from zipml.contract import WORD_WIDTHS, Encoding, Format, LevelMode, Loss
+from zipml.contract import WORD_WIDTHS, Encoding, Format, LevelMode, Loss, format_fits
 from zipml.host.devices import DEVICE_HELP, open_device
 
 __all__ = ["main"]
@@ -170,7 +170,22 @@ def run_info(args):
         if isinstance(value, (list, tuple)):
             value = ", ".join(getattr(v, "name", str(v)).lower() for v in value)
         print(f"{key:14s} {value}")
+    print(f"{'formats':14s} {supported_formats(info)}")
     return 0
+
+
+def supported_formats(info):
+    """The encodings and bits an IDENTIFY reply admits, e.g. ``pair b=2..8, raw``."""
+    out = []
+    for enc in info["encodings"]:
+        if enc == Encoding.RAW:
+            out.append("raw")
+            continue
+        bits = [b for b in range(1, info["max_bits"] + 1)
+                if format_fits(info["width"], Format(enc, b), info["lanes"])]
+        if bits:
+            out.append(f"{enc.name.lower()} b={bits[0]}..{bits[-1]}")
+    return ", ".join(out)
 
 
 def run_serve_sim(args):

@@ -208,6 +208,12 @@ def test_formats_beyond_the_lanes_are_refused(problem):
     assert "more than this device's 16 lanes" in dev.last_reason
 
 
+def test_info_lists_the_formats_a_device_takes():
+    from zipml.host.cli import supported_formats
+    info = DeviceClient(InProcessTransport(protocol_device(lanes=16))).info
+    assert supported_formats(info) == "single b=4..8, pair b=2..8, compact b=2..8, raw"
+
+
 def test_refusals_map_to_errors_naming_the_status():
     client = DeviceClient(InProcessTransport(protocol_device()))
     with pytest.raises(BadStateError, match="READ_MODEL seq 1: BAD_STATE") as info:
