@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from zipml.contract import WORD_WIDTHS, Encoding, Format, LevelMode, Loss, format_fits
+from zipml.contract import WORD_WIDTHS, Encoding, Format, LevelMode, Loss, fitting_bits
 from zipml.host.devices import DEVICE_HELP, open_device
 
 __all__ = ["main"]
@@ -181,8 +181,7 @@ def supported_formats(info):
         if enc == Encoding.RAW:
             out.append("raw")
             continue
-        bits = [b for b in range(1, info["max_bits"] + 1)
-                if format_fits(info["width"], Format(enc, b), info["lanes"])]
+        bits = fitting_bits(info["width"], enc, info["lanes"], info["max_bits"])
         if bits:
             out.append(f"{enc.name.lower()} b={bits[0]}..{bits[-1]}")
     return ", ".join(out)

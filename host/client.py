@@ -12,7 +12,7 @@ import time
 import numpy as np
 
 from zipml import contract, protocol
-from zipml.contract import Encoding, Format, LevelMode, Loss
+from zipml.contract import Encoding, LevelMode, Loss
 from zipml.protocol import (
     MAX_PAYLOAD,
     Cmd,
@@ -273,8 +273,8 @@ class DeviceClient:
             raise DeviceError(f"the device supports up to {info['max_bits']} bits, "
                               f"not {fmt.bits}")
         if not contract.format_fits(self.width, fmt, info["lanes"]):
-            fits = [b for b in range(1, info["max_bits"] + 1)
-                    if contract.format_fits(self.width, Format(fmt.encoding, b), info["lanes"])]
+            fits = contract.fitting_bits(self.width, fmt.encoding, info["lanes"],
+                                         info["max_bits"])
             hint = (f"{fmt.encoding.name} needs b in {fits[0]}..{fits[-1]}" if fits else
                     f"it cannot take {fmt.encoding.name}")
             raise DeviceError(

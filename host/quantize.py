@@ -316,6 +316,14 @@ def _flat_values(values):
     return np.asarray(values, dtype=np.float64).reshape(-1)
 
 
+def _rounding_inputs(values, levels, rounding, rng):
+    """What both rounding entry points start from: the checked grid, the values' shape, the
+    flat values and the sample stream's seed (None for nearest rounding)."""
+    _check_rounding(rounding, rng)
+    seed = _stream(rng) if rounding == "stochastic" else None
+    return _grid(levels), np.shape(values), _flat_values(values), seed
+
+
 def quantize_interval(values, levels, rounding, rng=None):
     """Round values to levels; return (interval index, up bit).
 
@@ -339,11 +347,7 @@ def quantize_interval(values, levels, rounding, rng=None):
     -------
     (intp array, bool array), each of the values' shape
     """
-    _check_rounding(rounding, rng)
-    grid = _grid(levels)
-    shape = np.shape(values)
-    x = _flat_values(values)
-    seed = _stream(rng) if rounding == "stochastic" else None
+    grid, shape, x, seed = _rounding_inputs(values, levels, rounding, rng)
     interval = np.empty(x.size, np.intp)
     up = np.empty(x.size, np.bool_)
     last = grid.s - 2
@@ -365,11 +369,7 @@ def quantize(values, levels, rounding, rng=None):
 
     Same rules and parameters as :func:`quantize_interval`.
     """
-    _check_rounding(rounding, rng)
-    grid = _grid(levels)
-    shape = np.shape(values)
-    x = _flat_values(values)
-    seed = _stream(rng) if rounding == "stochastic" else None
+    grid, shape, x, seed = _rounding_inputs(values, levels, rounding, rng)
     out = np.empty(x.size, np.int64)
 
     def work(a, b):

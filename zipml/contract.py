@@ -23,7 +23,8 @@ __all__ = [
     "SCALAR_FRAC", "RAW_FRAC", "TABLE_FRAC", "TABLE_BITS", "TABLE_MAX", "SIGMOID_ENTRIES",
     "SIGMOID_STEP_LOG2", "Format", "sat", "sat_limits", "round_shift", "floor_shift",
     "sigmoid_table", "uniform_level_ints", "level_frac", "top_level", "row_words",
-    "lanes_in_word", "lanes_in_last_word", "format_fits", "accumulator_bits",
+    "lanes_in_word", "lanes_in_last_word", "format_fits",
+    "fitting_bits", "accumulator_bits",
 ]
 
 # --- words and rows ---------------------------------------------------------------------------
@@ -251,6 +252,11 @@ def format_fits(width, fmt, lanes):
     at most ``lanes`` fields per word (a build with fewer lanes than W refuses the narrowest
     fields; every build takes RAW, W / 32 fields)."""
     return lanes_in_word(width, fmt) <= lanes
+
+
+def fitting_bits(width, encoding, lanes, max_bits=MAX_BITS):
+    """The b in 1..max_bits at which ``encoding`` fits a device of ``lanes`` lanes."""
+    return [b for b in range(1, max_bits + 1) if format_fits(width, Format(encoding, b), lanes)]
 
 
 def lanes_in_last_word(width, fmt):
