@@ -118,8 +118,8 @@ class Board:
         Largest number of features (model words) the device holds.
     lanes : int
         Fields the trainer processes per word (:class:`~zipml.hw.pipeline.SGDPipeline`).
-    dsp : bool
-        Lane products on the hard multipliers.
+    dsp : bool or int
+        Lane products on the hard multipliers: all (``True``) or those of the first k lanes.
     mul_stages : int
         Registers in the lane products (2: multiplier inputs and outputs).
     memory_words : int
@@ -148,7 +148,7 @@ class Board:
     width: int
     n_max: int
     lanes: int
-    dsp: bool
+    dsp: bool | int
     mul_stages: int
     memory_words: int
     core: str
@@ -218,19 +218,17 @@ BOARDS = {
     ),
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5",
-        # W = 32 with 8 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
-        # b >= 2, RAW) at one word per cycle, products on the 18 x 18 multipliers. The
-        # W = 128 builds place but do not finish routing around the multiplier columns
-        # (32 lanes: 148 of 156 multipliers; 16 lanes: 84), see README.
-        width=32, n_max=256,
-        lanes=8, dsp=True, mul_stages=2, memory_words=8192, core="device",
-        # 45 MHz / 3 Mbaud = 15 cycles per bit. The trainer's slowest path, the work bank's
-        # read-modify-write (block RAM read, subtract, saturate, write), measured 17 ns
-        # (59 MHz) on a small build; 100 MHz needs that loop split (docs/PIPELINE.md).
-        clk_in=25e6, clk_target=45e6,
+        # W = 128 with 32 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
+        # b >= 2, RAW) at one word per cycle. The lane products of the first `dsp` lanes are
+        # on the 18 x 18 multipliers, the rest in logic: with every lane on multipliers
+        # (148 of 156) the build places but does not route (docs/PIPELINE.md).
+        width=128, n_max=256,
+        lanes=32, dsp=8, mul_stages=2, memory_words=4096, core="device",
+        # 30 MHz / 3 Mbaud = 10 cycles per bit.
+        clk_in=25e6, clk_target=30e6,
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
-        nextpnr_opts="",
+        nextpnr_opts="--router router2",         # converges where router1 stalls on W = 128
         programmer="openFPGALoader",
         install_hint="apt-get install openfpgaloader (or see trabucayre/openFPGALoader)",
     ),

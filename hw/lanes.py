@@ -7,7 +7,7 @@ grids, table entries as they are), so every code format reaches the arithmetic a
 same numbers (numerator and denominator scale alike).
 """
 
-from amaranth import Const, Mux, Signal, signed
+from amaranth import Const, Mux, Signal, Value, signed
 
 from ..contract import (
     MAX_BITS,
@@ -101,7 +101,7 @@ def uniform_value(n, half, unsigned_levels):
     return Mux(unsigned_levels, n, signed_value)
 
 
-def shift_add_mul(a, b, parts=1):
+def shift_add_mul(m, a, b, name, parts=1):
     """``a * b`` for a narrow signed ``b``, as a sum of shifted copies of ``a``.
 
     Keeps yosys from mapping narrow products onto hard multipliers (see TOOLCHAIN.md). With
@@ -112,17 +112,34 @@ def shift_add_mul(a, b, parts=1):
         term = Mux(b[k], a << k, 0)
         terms.append(-term if k == len(b) - 1 and b.shape().signed else term)
     if parts == 1:
-        return sum_tree(terms)
+        return sum_tree(m, terms, name)
     size = -(-len(terms) // parts)
-    return [sum_tree(terms[i:i + size]) for i in range(0, len(terms), size)]
+    return [sum_tree(m, terms[i:i + size], f"{name}_p{i // size}")
+            for i in range(0, len(terms), size)]
 
 
-def sum_tree(terms):
-    """A balanced tree of additions (combinational)."""
-    terms = list(terms)
+def sum_tree(m, terms, name):
+    """A balanced tree of two-input additions (combinational), each sum a kept signal.
+
+    Left alone, yosys merges a tree of additions into one multi-operand adder and maps it to
+    full adders in LUTs (a carry-save tree): about twice the logic of one carry chain per
+    addition on ECP5 and iCE40 (measured in docs/PIPELINE.md). The ``keep`` attribute on every
+    partial sum stops the merge; the numbers are the same.
+    """
+    terms = [Value.cast(t) for t in terms]
     if not terms:
         return Const(0)
+    level = 0
     while len(terms) > 1:
-        terms = [terms[i] + terms[i + 1] if i + 1 < len(terms) else terms[i]
-                 for i in range(0, len(terms), 2)]
+        nxt = []
+        for i in range(0, len(terms), 2):
+            if i + 1 < len(terms):
+                total = terms[i] + terms[i + 1]
+                s = Signal(total.shape(), name=f"{name}_s{level}_{i // 2}",
+                           attrs={"keep": 1})
+                m.d.comb += s.eq(total)
+                nxt.append(s)
+            else:
+                nxt.append(terms[i])
+        terms, level = nxt, level + 1
     return terms[0]

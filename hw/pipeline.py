@@ -86,6 +86,10 @@ _GROUP = 16                              # lanes per copy of the broadcast scala
 _DSP_SPLIT = 17                          # low bits of a 32-bit factor in the first multiplier
 
 
+#: Memory attribute that asks yosys for block RAM.
+_BLOCK_RAM = {"ram_style": "block"}
+
+
 class SGDPipeline(wiring.Component):
     """Low-precision SGD over a stream of packed rows, every format selected at run time.
 
@@ -105,9 +109,10 @@ class SGDPipeline(wiring.Component):
         Fields processed per word (``W // 32 .. W``, default W): formats with more fields per
         word (:func:`zipml.contract.format_fits`) are left out of the build, which saves the
         arithmetic of lanes ``lanes ..`` where a board is too small for W of them.
-    dsp : bool
+    dsp : bool or int
         Lane products on hard multipliers (two per product; the RAW lanes' multipliers carry
-        their code products too) instead of shift-and-add logic.
+        their code products too) instead of shift-and-add logic: ``True`` for every lane, an
+        int k for lanes ``0 .. k - 1`` (balancing multipliers against logic on a board).
 
     Members
     -------
@@ -143,10 +148,14 @@ class SGDPipeline(wiring.Component):
             raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
         self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
         self.mul_stages, self.dsp = mul_stages, dsp
+        if not isinstance(dsp, (bool, int)) or dsp < 0:
+            raise ValueError(f"dsp must be a bool or a lane count, not {dsp!r}")
         self.formats = all_formats(width, lanes)
         # lanes that some format fills (e.g. 32 lanes at W = 128 hold 4-bit to 7-bit fields)
         self.lanes = max(lanes_in_word(width, f) for f in self.formats)
         self.raw_lanes = width // 32
+        #: lanes whose products are on hard multipliers
+        self.dsp_lanes = self.lanes if dsp is True else min(int(dsp), self.lanes)
         p_all = sorted({lanes_in_word(width, f) for f in self.formats})
         self.depths = []
         for j in range(self.lanes):
@@ -192,11 +201,11 @@ class SGDPipeline(wiring.Component):
             regs.append(reg)
         return regs
 
-    def _raw_product(self, m, a, b, name):
+    def _raw_product(self, m, a, b, name, dsp):
         """The full 64-bit ``a * b`` of a RAW lane, registered if ``mul_stages``; with ``dsp``
         its four 18 x 18 partial products are what is registered, summed after."""
         a, b = self._operands(m, name, a, b)
-        if self.dsp and self.mul_stages:
+        if dsp and self.mul_stages:
             lo, hi = _DSP_SPLIT, 2 * _DSP_SPLIT
             a_lo, a_hi, b_lo, b_hi = a[:lo], a[lo:].as_signed(), b[:lo], b[lo:].as_signed()
             parts = []
@@ -207,7 +216,7 @@ class SGDPipeline(wiring.Component):
                 m.d.sync += reg.eq(part)
                 parts.append(reg << shift)
             full = Signal(signed(64), name=name)
-            m.d.comb += full.eq(sum_tree(parts))
+            m.d.comb += full.eq(sum_tree(m, parts, f"{name}_sum"))
             return full
         full = Signal(signed(64), name=name)
         if self.mul_stages:
@@ -216,26 +225,26 @@ class SGDPipeline(wiring.Component):
             m.d.comb += full.eq(a * b)
         return full
 
-    def _product(self, m, a, b, name):
+    def _product(self, m, a, b, name, dsp):
         """``a * b`` (32-bit ``a``, narrow ``b``) in two parts, summed after ``mul_stages``
         registers (the first on the operands when there are two): with ``dsp`` two hard
         multiplies (``a``'s low 17 bits, unsigned, and its high bits, signed: 18 x 18
         multipliers take either); otherwise shift-and-add."""
         a, b = self._operands(m, name, a, b)
-        if self.dsp:
+        if dsp:
             parts = [a[:_DSP_SPLIT] * b, (a[_DSP_SPLIT:].as_signed() * b) << _DSP_SPLIT]
         elif self.mul_stages:
-            parts = shift_add_mul(a, b, parts=2)
+            parts = shift_add_mul(m, a, b, name, parts=2)
         else:
-            return shift_add_mul(a, b)
+            return shift_add_mul(m, a, b, name)
         if not self.mul_stages:
-            return sum_tree(parts)
+            return sum_tree(m, parts, f"{name}_sum")
         regs = []
         for i, part in enumerate(parts):
             reg = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}")
             m.d.sync += reg.eq(part)
             regs.append(reg)
-        return sum_tree(regs)
+        return sum_tree(m, regs, f"{name}_sum")
 
     def elaborate(self, platform):
         m = Module()
@@ -274,8 +283,12 @@ class SGDPipeline(wiring.Component):
         for j in range(L):
             depth = self.depths[j]
             abits = ceil_log2(depth)
-            work = memory.Memory(shape=signed(MODEL_BITS), depth=depth, init=[])
-            snap = memory.Memory(shape=signed(MODEL_BITS), depth=2 << abits, init=[])
+            # block RAM even when shallow: a 32-bit bank in LUT RAM costs logic cells (about
+            # 9 per 64 bits on the ECP5) that the lane arithmetic needs
+            work = memory.Memory(shape=signed(MODEL_BITS), depth=depth, init=[],
+                                 attrs=_BLOCK_RAM)
+            snap = memory.Memory(shape=signed(MODEL_BITS), depth=2 << abits, init=[],
+                                 attrs=_BLOCK_RAM)
             m.submodules[f"work{j}"] = work
             m.submodules[f"snap{j}"] = snap
             wr = work.write_port()
@@ -419,30 +432,31 @@ class SGDPipeline(wiring.Component):
                 value = Mux(table_mode, tab_a[j].data, s2_uni[j])
             m.d.comb += va.eq(Mux(s2_lane_ok[j], value, 0))
             p = Signal(prod_shape, name=f"prod{j}")
+            dsp = j < self.dsp_lanes
             if j < self.raw_lanes:
                 # with dsp, the code value rides the RAW lane's multiplier
-                operand = Mux(is_raw, s2_raw[j], va) if self.dsp else s2_raw[j]
-                full = self._raw_product(m, w_hat, operand, f"rawprod{j}")
-                code_p = full if self.dsp else self._product(m, w_hat, va, f"dotpart{j}")
+                operand = Mux(is_raw, s2_raw[j], va) if dsp else s2_raw[j]
+                full = self._raw_product(m, w_hat, operand, f"rawprod{j}", dsp)
+                code_p = full if dsp else self._product(m, w_hat, va, f"dotpart{j}", dsp)
                 lo = Signal(_LO_SHIFT, name=f"lo{j}")
                 m.d.sync += [p.eq(Mux(is_raw, full >> _LO_SHIFT, code_p)),
                              lo.eq(Mux(is_raw, full[:_LO_SHIFT], 0))]
                 los.append(lo)
             else:
-                m.d.sync += p.eq(self._product(m, w_hat, va, f"dotpart{j}"))
+                m.d.sync += p.eq(self._product(m, w_hat, va, f"dotpart{j}", dsp))
             prods.append(p)
 
         # --- adder tree (TREE_LEVELS_PER_STAGE levels per register) ------------------------------
         level = prods
         tree_w = prod_shape.width
-        lo_sum = sum_tree(los)
+        lo_sum = sum_tree(m, los, "lo")
         lo_w = _LO_SHIFT + max(1, (len(los) - 1).bit_length()) + 1
         stages = 0
         while len(level) > 1 or stages == 0:
-            for _ in range(timing.TREE_LEVELS_PER_STAGE):
+            for lvl in range(timing.TREE_LEVELS_PER_STAGE):
                 if len(level) > 1:
                     tree_w += 1
-                    level = [level[i] + level[i + 1] if i + 1 < len(level) else level[i]
+                    level = [sum_tree(m, level[i:i + 2], f"tree{stages}_{lvl}_{i // 2}")
                              for i in range(0, len(level), 2)]
             regs = []
             for i, v in enumerate(level):
@@ -569,16 +583,17 @@ class SGDPipeline(wiring.Component):
             m.d.comb += vb.eq(value)
             shift = _DELTA_SHIFT + VALUE_FRAC
             d = Signal(signed(30), name=f"delta{j}")
+            dsp = j < self.dsp_lanes
             if j < self.raw_lanes:
                 rshift = _DELTA_SHIFT + RAW_FRAC
-                operand = Mux(is_raw, u2_raw[j], vb) if self.dsp else u2_raw[j]
-                full = self._raw_product(m, c, operand, f"rawupd{j}")
-                code = full if self.dsp else self._product(m, c, vb, f"updpart{j}")
+                operand = Mux(is_raw, u2_raw[j], vb) if dsp else u2_raw[j]
+                full = self._raw_product(m, c, operand, f"rawupd{j}", dsp)
+                code = full if dsp else self._product(m, c, vb, f"updpart{j}", dsp)
                 raw_d = (full + (1 << (rshift - 1))) >> rshift
                 code_d = (code + (1 << (shift - 1))) >> shift
                 m.d.sync += d.eq(Mux(is_raw, raw_d, code_d))
             else:
-                code = self._product(m, c, vb, f"updpart{j}")
+                code = self._product(m, c, vb, f"updpart{j}", dsp)
                 m.d.sync += d.eq((code + (1 << (shift - 1))) >> shift)
             ok = Signal(name=f"u3_ok{j}")
             m.d.sync += ok.eq(self._pipe(m, u2_ok[j] & u2_valid, self.mul_stages, f"x_ok{j}"))
