@@ -29,7 +29,7 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["REPO", "DEFAULT_SEED", "source_id", "tool_env", "parse_nextpnr_log",
+__all__ = ["REPO", "DEFAULT_SEED", "KEEP_REPLICAS", "source_id", "tool_env", "parse_nextpnr_log",
            "parse_yosys_cells", "build", "program", "add_build_arguments",
            "add_program_arguments", "run_build", "run_program", "main"]
 
@@ -52,6 +52,12 @@ _RESOURCES = {
              "dsp": "MULT18X18D", "lutram": "TRELLIS_RAMW", "io": "TRELLIS_IO",
              "global": "DCCA", "pll": "EHXPLLL"},
 }
+
+
+#: Yosys commands run after reading the design: registers named ``*_rep*`` are replicas of
+#: one signal, each driving a group of lanes (:mod:`zipml.hw.pipeline`); yosys would merge
+#: identical registers back into one net spanning the whole lane array.
+KEEP_REPLICAS = "proc\nsetattr -set keep 1 w:*_rep* %ci1 c:* %i"
 
 
 def tool_env(base=None):
@@ -320,7 +326,8 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
     plat = board.platform()
     # --timing-allow-fail: a missed target is reported (report.json), not a failed build.
     extra = board.nextpnr_opts if nextpnr_opts is None else nextpnr_opts
-    overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail {extra}".strip()}
+    overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail {extra}".strip(),
+                 "script_after_read": KEEP_REPLICAS}
     if board.synth_opts:
         overrides["synth_opts"] = board.synth_opts
     plan = plat.prepare(top, name, **overrides)

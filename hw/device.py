@@ -110,8 +110,9 @@ class DeviceCore(wiring.Component):
     lanes : int
         Fields processed per word (default W); CONFIGURE refuses formats with more fields per
         word (:func:`zipml.contract.format_fits`).
-    dsp : bool
-        Lane products on hard multipliers (:class:`~zipml.hw.pipeline.SGDPipeline`).
+    dsp : bool or int
+        Lane products on hard multipliers, every lane's or the first k lanes'
+        (:class:`~zipml.hw.pipeline.SGDPipeline`).
     mul_stages : int
         Registers in the lane products (:class:`~zipml.hw.pipeline.SGDPipeline`).
     build_id : int

@@ -82,7 +82,7 @@ TableEntry = data.StructLayout({"index": unsigned(MAX_BITS), "value": VALUE_SHAP
 
 _LO_SHIFT = RAW_FRAC - VALUE_FRAC        # RAW product bits kept out of the main adder tree
 _DELTA_SHIFT = SCALAR_FRAC - 24          # delta = round(c * v / 2**(6 + f))
-_GROUP = 16                              # lanes per copy of the broadcast scalar
+_GROUP = 8                               # lanes per replica of a broadcast signal
 _DSP_SPLIT = 17                          # low bits of a 32-bit factor in the first multiplier
 
 
@@ -250,21 +250,29 @@ class SGDPipeline(wiring.Component):
         m = Module()
         cfg = self.config
         W, L = self.width, self.lanes
+        groups = range(-(-L // _GROUP))
+
+        def replicas(name, shape):
+            """One register per group of lanes for a signal every lane reads: each drives
+            its group only, where a single copy would run wires across the whole lane array.
+            The build keeps ``*_rep*`` registers from being merged back into one."""
+            return [Signal(shape, name=f"{name}_rep{g}") for g in groups]
 
         # --- format constants of the run-time format (registered) --------------------------------
         fid = Signal(FMT_ID_BITS)
         m.d.comb += fid.eq(Cat((cfg.bits - 1)[:FMT_ID_BITS - 2], cfg.encoding))
         is_raw = Signal()
-        table_mode = Signal()
-        unsigned_levels = Signal()
         per_word = Signal(range(L + 1))
         per_last = Signal(range(L + 1))
-        half = Signal(MAX_BITS + 1)
-        m.d.sync += [
-            is_raw.eq(cfg.encoding == Encoding.RAW),
-            table_mode.eq(cfg.levels == LevelMode.TABLE),
-            unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED),
-        ]
+        m.d.sync += is_raw.eq(cfg.encoding == Encoding.RAW)
+        # the lanes' copies (one cycle after the configuration, like the constants above)
+        fid_g, half_g = replicas("fid", FMT_ID_BITS), replicas("half", MAX_BITS + 1)
+        raw_g, table_g = replicas("is_raw", 1), replicas("table_mode", 1)
+        unsigned_g = replicas("unsigned_levels", 1)
+        for g in groups:
+            m.d.sync += [fid_g[g].eq(fid), raw_g[g].eq(cfg.encoding == Encoding.RAW),
+                         table_g[g].eq(cfg.levels == LevelMode.TABLE),
+                         unsigned_g[g].eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED)]
         with m.If(cfg.encoding == Encoding.RAW):
             raw_fmt = self.formats[-1]
             m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
@@ -275,11 +283,14 @@ class SGDPipeline(wiring.Component):
                     with m.Case(fmt_id(f.encoding, f.bits)):
                         m.d.sync += [per_word.eq(lanes_in_word(W, f)),
                                      per_last.eq(lanes_in_last_word(W, f)),
-                                     half.eq(1 << (MAX_BITS - f.bits))]
+                                     *(h.eq(1 << (MAX_BITS - f.bits)) for h in half_g)]
         n = cfg.n_features
 
         # --- memories ----------------------------------------------------------------------------
         work_rd, work_wr, snap_rd, snap_wr, tab_a, tab_b = [], [], [], [], [], []
+        twrite_g = replicas("twrite", data.StructLayout({"valid": 1, "entry": TableEntry}))
+        for tw in twrite_g:
+            m.d.sync += [tw.valid.eq(self.i_table.valid), tw.entry.eq(self.i_table.payload)]
         for j in range(L):
             depth = self.depths[j]
             abits = ceil_log2(depth)
@@ -301,10 +312,9 @@ class SGDPipeline(wiring.Component):
                 tab = memory.Memory(shape=VALUE_SHAPE, depth=1 << tb, init=[])
                 m.submodules[f"table{j}"] = tab
                 twr = tab.write_port()
-                m.d.comb += [twr.addr.eq(self.i_table.payload.index),
-                             twr.data.eq(self.i_table.payload.value),
-                             twr.en.eq(self.i_table.valid &
-                                       (self.i_table.payload.index < (1 << tb)))]
+                tw = twrite_g[j // _GROUP]
+                m.d.comb += [twr.addr.eq(tw.entry.index), twr.data.eq(tw.entry.value),
+                             twr.en.eq(tw.valid & (tw.entry.index < (1 << tb)))]
                 tab_a.append(tab.read_port())
                 tab_b.append(tab.read_port())
             else:
@@ -363,9 +373,8 @@ class SGDPipeline(wiring.Component):
 
         s1_valid = Signal()
         s1_word = Signal(W)
-        s1_wi = Signal.like(in_wi)
-        s1_cnt = Signal(range(L + 1))
-        s1_rbank = Signal()
+        s1_lane_ok = Signal(L)             # lanes holding a field of this word
+        s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}))
         meta_layout = data.StructLayout({
             "first": 1, "last": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1,
             "label": signed(LABEL_BITS)})
@@ -373,8 +382,10 @@ class SGDPipeline(wiring.Component):
         m.d.sync += s1_valid.eq(accept)
         with m.If(accept):
             m.d.sync += [
-                s1_word.eq(self.i_stream.payload), s1_wi.eq(in_wi), s1_rbank.eq(rbank_now),
-                s1_cnt.eq(Mux(in_rem < per_word, in_rem, per_word)),
+                s1_word.eq(self.i_stream.payload),
+                s1_lane_ok.eq(Cat(Mux(in_rem < per_word, in_rem, per_word) > j
+                                  for j in range(L))),
+                *(rd.eq(Cat(in_wi, rbank_now)) for rd in s1_rd_g),
                 s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
                 s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
                 s1_meta.last_of_epoch.eq(last_of_epoch),
@@ -405,18 +416,21 @@ class SGDPipeline(wiring.Component):
         s2_uni, s2_raw, s2_lane_ok = [], [], []
         for j in range(L):
             abits = ceil_log2(self.depths[j])
-            m.d.comb += snap_rd[j].addr.eq(Cat(s1_wi[:abits], s1_rbank))
-            k, nk = lane_codes(m, s1_word, j, W, fid, "A", L)
+            g = j // _GROUP
+            rd = s1_rd_g[g]
+            m.d.comb += snap_rd[j].addr.eq(Cat(rd.wi[:abits], rd.rbank))
+            k, nk = lane_codes(m, s1_word, j, W, fid_g[g], "A", L)
             ok = Signal(name=f"s2_ok{j}")
             uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}")
-            m.d.sync += [ok.eq(j < s1_cnt), uni.eq(uniform_value(nk, half, unsigned_levels))]
+            m.d.sync += [ok.eq(s1_lane_ok[j]),
+                         uni.eq(uniform_value(nk, half_g[g], unsigned_g[g]))]
             if tab_a[j] is not None:
                 m.d.comb += tab_a[j].addr.eq(k)
             s2_lane_ok.append(ok)
             s2_uni.append(uni)
             if j < self.raw_lanes:
                 raw = Signal(signed(32), name=f"s2_raw{j}")
-                m.d.sync += raw.eq(Mux(j < s1_cnt, s1_word[32 * j:32 * (j + 1)], 0))
+                m.d.sync += raw.eq(Mux(s1_lane_ok[j], s1_word[32 * j:32 * (j + 1)], 0))
                 s2_raw.append(raw)
 
         # --- S2: products ------------------------------------------------------------------------
@@ -425,22 +439,23 @@ class SGDPipeline(wiring.Component):
         t_meta = self._pipe(m, s2_meta, 1 + self.mul_stages, "t_meta")
         prods, los = [], []
         for j in range(L):
+            g = j // _GROUP
             w_hat = snap_rd[j].data
             va = Signal(VALUE_SHAPE, name=f"va{j}")
             value = s2_uni[j]
             if tab_a[j] is not None:
-                value = Mux(table_mode, tab_a[j].data, s2_uni[j])
+                value = Mux(table_g[g], tab_a[j].data, s2_uni[j])
             m.d.comb += va.eq(Mux(s2_lane_ok[j], value, 0))
             p = Signal(prod_shape, name=f"prod{j}")
             dsp = j < self.dsp_lanes
             if j < self.raw_lanes:
                 # with dsp, the code value rides the RAW lane's multiplier
-                operand = Mux(is_raw, s2_raw[j], va) if dsp else s2_raw[j]
+                operand = Mux(raw_g[g], s2_raw[j], va) if dsp else s2_raw[j]
                 full = self._raw_product(m, w_hat, operand, f"rawprod{j}", dsp)
                 code_p = full if dsp else self._product(m, w_hat, va, f"dotpart{j}", dsp)
                 lo = Signal(_LO_SHIFT, name=f"lo{j}")
-                m.d.sync += [p.eq(Mux(is_raw, full >> _LO_SHIFT, code_p)),
-                             lo.eq(Mux(is_raw, full[:_LO_SHIFT], 0))]
+                m.d.sync += [p.eq(Mux(raw_g[g], full >> _LO_SHIFT, code_p)),
+                             lo.eq(Mux(raw_g[g], full[:_LO_SHIFT], 0))]
                 los.append(lo)
             else:
                 m.d.sync += p.eq(self._product(m, w_hat, va, f"dotpart{j}", dsp))
@@ -538,21 +553,22 @@ class SGDPipeline(wiring.Component):
 
         # --- U0 (continued): codes of sample B -------------------------------------------------
         u2_valid, u2_last = Signal(), Signal()
-        u2_wi = Signal.like(in_wi)
         u2_row = Signal(row_layout)
-        m.d.sync += [u2_valid.eq(u1_valid), u2_last.eq(u1_last), u2_wi.eq(u1_wi),
+        m.d.sync += [u2_valid.eq(u1_valid), u2_last.eq(u1_last),
                      u2_row.eq(u1_row)]
-        c_copies = []
-        for g in range(-(-L // _GROUP)):
-            cg = Signal(signed(32), name=f"c_copy{g}")
-            m.d.sync += cg.eq(u1_row.c)
-            c_copies.append(cg)
+        c_g = replicas("c", signed(32))
+        u2_wi_g = replicas("u2_wi", len(in_wi))
+        m.d.sync += [*(c.eq(u1_row.c) for c in c_g), *(wi.eq(u1_wi) for wi in u2_wi_g)]
+        u1_lane_ok = Signal(L)
+        m.d.comb += u1_lane_ok.eq(Cat(u1_cnt > j for j in range(L)))
         u2_uni, u2_raw, u2_ok = [], [], []
         for j in range(L):
-            k, nk = lane_codes(m, u1_word, j, W, fid, "B", L)
+            g = j // _GROUP
+            k, nk = lane_codes(m, u1_word, j, W, fid_g[g], "B", L)
             ok = Signal(name=f"u2_ok{j}")
             uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}")
-            m.d.sync += [ok.eq(j < u1_cnt), uni.eq(uniform_value(nk, half, unsigned_levels))]
+            m.d.sync += [ok.eq(u1_lane_ok[j]),
+                         uni.eq(uniform_value(nk, half_g[g], unsigned_g[g]))]
             if tab_b[j] is not None:
                 m.d.comb += tab_b[j].addr.eq(k)
             u2_ok.append(ok)
@@ -566,32 +582,39 @@ class SGDPipeline(wiring.Component):
         # the stage feeding U3 (U2, or its extra product stage) issues the working-model read
         x_valid = self._pipe(m, u2_valid, self.mul_stages, "x_valid")
         x_last = self._pipe(m, u2_last, self.mul_stages, "x_last")
-        x_wi = self._pipe(m, u2_wi, self.mul_stages, "x_wi")
         x_row = self._pipe(m, u2_row, self.mul_stages, "x_row")
         u3_valid, u3_last = Signal(), Signal()
-        u3_wi = Signal.like(in_wi)
         u3_row = Signal(row_layout)
-        m.d.sync += [u3_valid.eq(x_valid), u3_last.eq(x_last), u3_wi.eq(x_wi),
+        m.d.sync += [u3_valid.eq(x_valid), u3_last.eq(x_last),
                      u3_row.eq(x_row)]
+        # the banks' addresses and write strobes, one copy per group of lanes
+        x_wi_g = [self._pipe(m, wi, self.mul_stages, f"x_wi_rep{g}")
+                  for g, wi in enumerate(u2_wi_g)]
+        u3_wr_g = replicas("u3_wr", data.StructLayout(
+            {"wi": len(in_wi), "wbank": 1, "last_of_batch": 1}))
+        for wr, wi in zip(u3_wr_g, x_wi_g):
+            m.d.sync += [wr.wi.eq(wi), wr.wbank.eq(x_row.wbank),
+                         wr.last_of_batch.eq(x_row.last_of_batch)]
         deltas, u3_ok = [], []
         for j in range(L):
-            c = c_copies[j // _GROUP]
+            g = j // _GROUP
+            c = c_g[g]
             vb = Signal(VALUE_SHAPE, name=f"vb{j}")
             value = u2_uni[j]
             if tab_b[j] is not None:
-                value = Mux(table_mode, tab_b[j].data, u2_uni[j])
+                value = Mux(table_g[g], tab_b[j].data, u2_uni[j])
             m.d.comb += vb.eq(value)
             shift = _DELTA_SHIFT + VALUE_FRAC
             d = Signal(signed(30), name=f"delta{j}")
             dsp = j < self.dsp_lanes
             if j < self.raw_lanes:
                 rshift = _DELTA_SHIFT + RAW_FRAC
-                operand = Mux(is_raw, u2_raw[j], vb) if dsp else u2_raw[j]
+                operand = Mux(raw_g[g], u2_raw[j], vb) if dsp else u2_raw[j]
                 full = self._raw_product(m, c, operand, f"rawupd{j}", dsp)
                 code = full if dsp else self._product(m, c, vb, f"updpart{j}", dsp)
                 raw_d = (full + (1 << (rshift - 1))) >> rshift
                 code_d = (code + (1 << (shift - 1))) >> shift
-                m.d.sync += d.eq(Mux(is_raw, raw_d, code_d))
+                m.d.sync += d.eq(Mux(raw_g[g], raw_d, code_d))
             else:
                 code = self._product(m, c, vb, f"updpart{j}", dsp)
                 m.d.sync += d.eq((code + (1 << (shift - 1))) >> shift)
@@ -662,6 +685,7 @@ class SGDPipeline(wiring.Component):
 
         for j in range(L):
             abits = ceil_log2(self.depths[j])
+            wr = u3_wr_g[j // _GROUP]
             with m.If(loading):
                 m.d.comb += [
                     work_wr[j].addr.eq(ld_addr), work_wr[j].data.eq(self.i_model.payload),
@@ -672,16 +696,16 @@ class SGDPipeline(wiring.Component):
                 ]
             with m.Else():
                 m.d.comb += [
-                    work_wr[j].addr.eq(u3_wi), work_wr[j].data.eq(new_w[j]),
+                    work_wr[j].addr.eq(wr.wi), work_wr[j].data.eq(new_w[j]),
                     work_wr[j].en.eq(u3_ok[j]),
-                    snap_wr[j].addr.eq(Cat(u3_wi[:abits], u3_row.wbank)),
+                    snap_wr[j].addr.eq(Cat(wr.wi[:abits], wr.wbank)),
                     snap_wr[j].data.eq(new_w[j]),
-                    snap_wr[j].en.eq(u3_ok[j] & u3_row.last_of_batch),
+                    snap_wr[j].en.eq(u3_ok[j] & wr.last_of_batch),
                 ]
             with m.If(reading):
                 m.d.comb += [work_rd[j].addr.eq(rb_addr), work_rd[j].en.eq(rb_issue)]
             with m.Else():
-                m.d.comb += [work_rd[j].addr.eq(x_wi), work_rd[j].en.eq(1)]
+                m.d.comb += [work_rd[j].addr.eq(x_wi_g[j // _GROUP]), work_rd[j].en.eq(1)]
 
         # --- counters and the run's state machine ------------------------------------------------
         last_epoch = self.epochs + 1 == cfg.epochs
