@@ -196,7 +196,7 @@ class SGDPipeline(wiring.Component):
             return values
         regs = []
         for i, v in enumerate(values):
-            reg = Signal.like(v, name=f"{name}_in{i}")
+            reg = Signal.like(v, name=f"{name}_in{i}", reset_less=True)
             m.d.sync += reg.eq(v)
             regs.append(reg)
         return regs
@@ -212,13 +212,13 @@ class SGDPipeline(wiring.Component):
             for i, (part, shift) in enumerate([(a_lo * b_lo, 0), (a_hi * b_lo, lo),
                                                (a_lo * b_hi, lo), (a_hi * b_hi, hi)]):
                 reg = Signal(signed(len(part) + 1) if not part.shape().signed
-                             else part.shape(), name=f"{name}_{i}")
+                             else part.shape(), name=f"{name}_{i}", reset_less=True)
                 m.d.sync += reg.eq(part)
                 parts.append(reg << shift)
             full = Signal(signed(64), name=name)
             m.d.comb += full.eq(sum_tree(m, parts, f"{name}_sum"))
             return full
-        full = Signal(signed(64), name=name)
+        full = Signal(signed(64), name=name, reset_less=True)
         if self.mul_stages:
             m.d.sync += full.eq(a * b)
         else:
@@ -241,7 +241,7 @@ class SGDPipeline(wiring.Component):
             return sum_tree(m, parts, f"{name}_sum")
         regs = []
         for i, part in enumerate(parts):
-            reg = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}")
+            reg = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}", reset_less=True)
             m.d.sync += reg.eq(part)
             regs.append(reg)
         return sum_tree(m, regs, f"{name}_sum")
@@ -252,11 +252,12 @@ class SGDPipeline(wiring.Component):
         W, L = self.width, self.lanes
         groups = range(-(-L // _GROUP))
 
-        def replicas(name, shape):
+        def replicas(name, shape, reset_less=True):
             """One register per group of lanes for a signal every lane reads: each drives
             its group only, where a single copy would run wires across the whole lane array.
             The build keeps ``*_rep*`` registers from being merged back into one."""
-            return [Signal(shape, name=f"{name}_rep{g}") for g in groups]
+            return [Signal(shape, name=f"{name}_rep{g}", reset_less=reset_less)
+                    for g in groups]
 
         # --- format constants of the run-time format (registered) --------------------------------
         fid = Signal(FMT_ID_BITS)
@@ -288,7 +289,8 @@ class SGDPipeline(wiring.Component):
 
         # --- memories ----------------------------------------------------------------------------
         work_rd, work_wr, snap_rd, snap_wr, tab_a, tab_b = [], [], [], [], [], []
-        twrite_g = replicas("twrite", data.StructLayout({"valid": 1, "entry": TableEntry}))
+        twrite_g = replicas("twrite", data.StructLayout({"valid": 1, "entry": TableEntry}),
+                            reset_less=False)
         for tw in twrite_g:
             m.d.sync += [tw.valid.eq(self.i_table.valid), tw.entry.eq(self.i_table.payload)]
         for j in range(L):
@@ -372,26 +374,27 @@ class SGDPipeline(wiring.Component):
         wbank_now = epoch_bank ^ 1 ^ in_kpar
 
         s1_valid = Signal()
-        s1_word = Signal(W)
-        s1_lane_ok = Signal(L)             # lanes holding a field of this word
+        s1_word = Signal(W, reset_less=True)
+        s1_lane_ok = Signal(L, reset_less=True)     # lanes holding a field of this word
         s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}))
         meta_layout = data.StructLayout({
             "first": 1, "last": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1,
             "label": signed(LABEL_BITS)})
         s1_meta = Signal(meta_layout)
-        m.d.sync += s1_valid.eq(accept)
+        # S1's data registers load every cycle (s1_valid says when they hold a word): an
+        # enable on them would be one more net across every lane
+        m.d.sync += [
+            s1_valid.eq(accept),
+            s1_word.eq(self.i_stream.payload),
+            s1_lane_ok.eq(Cat(Mux(in_rem < per_word, in_rem, per_word) > j for j in range(L))),
+            *(rd.eq(Cat(in_wi, rbank_now)) for rd in s1_rd_g),
+            s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
+            s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
+            s1_meta.last_of_epoch.eq(last_of_epoch),
+            s1_meta.label.eq(self.i_stream.payload[W - LABEL_BITS:]),
+        ]
         with m.If(accept):
-            m.d.sync += [
-                s1_word.eq(self.i_stream.payload),
-                s1_lane_ok.eq(Cat(Mux(in_rem < per_word, in_rem, per_word) > j
-                                  for j in range(L))),
-                *(rd.eq(Cat(in_wi, rbank_now)) for rd in s1_rd_g),
-                s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
-                s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
-                s1_meta.last_of_epoch.eq(last_of_epoch),
-                s1_meta.label.eq(self.i_stream.payload[W - LABEL_BITS:]),
-                in_rbank.eq(rbank_now),
-            ]
+            m.d.sync += in_rbank.eq(rbank_now)
             with m.If(batch_start):
                 m.d.sync += [outstanding.eq(outstanding + 1 - batch_done_now),
                              in_first_batch.eq(0)]
@@ -420,8 +423,8 @@ class SGDPipeline(wiring.Component):
             rd = s1_rd_g[g]
             m.d.comb += snap_rd[j].addr.eq(Cat(rd.wi[:abits], rd.rbank))
             k, nk = lane_codes(m, s1_word, j, W, fid_g[g], "A", L)
-            ok = Signal(name=f"s2_ok{j}")
-            uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}")
+            ok = Signal(name=f"s2_ok{j}", reset_less=True)
+            uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}", reset_less=True)
             m.d.sync += [ok.eq(s1_lane_ok[j]),
                          uni.eq(uniform_value(nk, half_g[g], unsigned_g[g]))]
             if tab_a[j] is not None:
@@ -429,7 +432,7 @@ class SGDPipeline(wiring.Component):
             s2_lane_ok.append(ok)
             s2_uni.append(uni)
             if j < self.raw_lanes:
-                raw = Signal(signed(32), name=f"s2_raw{j}")
+                raw = Signal(signed(32), name=f"s2_raw{j}", reset_less=True)
                 m.d.sync += raw.eq(Mux(s1_lane_ok[j], s1_word[32 * j:32 * (j + 1)], 0))
                 s2_raw.append(raw)
 
@@ -446,14 +449,14 @@ class SGDPipeline(wiring.Component):
             if tab_a[j] is not None:
                 value = Mux(table_g[g], tab_a[j].data, s2_uni[j])
             m.d.comb += va.eq(Mux(s2_lane_ok[j], value, 0))
-            p = Signal(prod_shape, name=f"prod{j}")
+            p = Signal(prod_shape, name=f"prod{j}", reset_less=True)
             dsp = j < self.dsp_lanes
             if j < self.raw_lanes:
                 # with dsp, the code value rides the RAW lane's multiplier
                 operand = Mux(raw_g[g], s2_raw[j], va) if dsp else s2_raw[j]
                 full = self._raw_product(m, w_hat, operand, f"rawprod{j}", dsp)
                 code_p = full if dsp else self._product(m, w_hat, va, f"dotpart{j}", dsp)
-                lo = Signal(_LO_SHIFT, name=f"lo{j}")
+                lo = Signal(_LO_SHIFT, name=f"lo{j}", reset_less=True)
                 m.d.sync += [p.eq(Mux(raw_g[g], full >> _LO_SHIFT, code_p)),
                              lo.eq(Mux(raw_g[g], full[:_LO_SHIFT], 0))]
                 los.append(lo)
@@ -475,11 +478,11 @@ class SGDPipeline(wiring.Component):
                              for i in range(0, len(level), 2)]
             regs = []
             for i, v in enumerate(level):
-                r = Signal(signed(tree_w), name=f"tree{stages}_{i}")
+                r = Signal(signed(tree_w), name=f"tree{stages}_{i}", reset_less=True)
                 m.d.sync += r.eq(v)
                 regs.append(r)
             level = regs
-            lo_reg = Signal(lo_w, name=f"lotree{stages}")
+            lo_reg = Signal(lo_w, name=f"lotree{stages}", reset_less=True)
             m.d.sync += lo_reg.eq(lo_sum)
             lo_sum = lo_reg
             stages += 1
@@ -565,8 +568,8 @@ class SGDPipeline(wiring.Component):
         for j in range(L):
             g = j // _GROUP
             k, nk = lane_codes(m, u1_word, j, W, fid_g[g], "B", L)
-            ok = Signal(name=f"u2_ok{j}")
-            uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}")
+            ok = Signal(name=f"u2_ok{j}", reset_less=True)
+            uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}", reset_less=True)
             m.d.sync += [ok.eq(u1_lane_ok[j]),
                          uni.eq(uniform_value(nk, half_g[g], unsigned_g[g]))]
             if tab_b[j] is not None:
@@ -574,7 +577,7 @@ class SGDPipeline(wiring.Component):
             u2_ok.append(ok)
             u2_uni.append(uni)
             if j < self.raw_lanes:
-                raw = Signal(signed(32), name=f"u2_raw{j}")
+                raw = Signal(signed(32), name=f"u2_raw{j}", reset_less=True)
                 m.d.sync += raw.eq(u1_word[32 * j:32 * (j + 1)])
                 u2_raw.append(raw)
 
@@ -605,7 +608,7 @@ class SGDPipeline(wiring.Component):
                 value = Mux(table_g[g], tab_b[j].data, u2_uni[j])
             m.d.comb += vb.eq(value)
             shift = _DELTA_SHIFT + VALUE_FRAC
-            d = Signal(signed(30), name=f"delta{j}")
+            d = Signal(signed(30), name=f"delta{j}", reset_less=True)
             dsp = j < self.dsp_lanes
             if j < self.raw_lanes:
                 rshift = _DELTA_SHIFT + RAW_FRAC
