@@ -218,14 +218,14 @@ BOARDS = {
     ),
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5",
-        # W = 128 with 32 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
-        # b >= 2, RAW) at one word per cycle. The lane products of the first `dsp` lanes are
-        # on the 18 x 18 multipliers, the rest in logic: with every lane on multipliers
-        # (148 of 156) the build places but does not route (docs/PIPELINE.md).
-        width=128, n_max=256,
-        lanes=32, dsp=8, mul_stages=2, memory_words=4096, core="device",
-        # 30 MHz / 3 Mbaud = 10 cycles per bit.
-        clk_in=25e6, clk_target=30e6,
+        # W = 64 with 16 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
+        # b >= 2, RAW) at one word per cycle; the lane products of the first 8 lanes on the
+        # 18 x 18 multipliers, the rest in logic. W = 128 with 32 lanes synthesizes and
+        # places, but routing stalls (docs/PIPELINE.md).
+        width=64, n_max=256,
+        lanes=16, dsp=8, mul_stages=2, memory_words=8192, core="device",
+        # 45 MHz / 3 Mbaud = 15 cycles per bit.
+        clk_in=25e6, clk_target=45e6,
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
         nextpnr_opts="--router router2",         # converges where router1 stalls on W = 128
