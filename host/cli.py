@@ -66,10 +66,11 @@ def build_parser():
                        help="largest request payload in bytes")
     serve.add_argument("--batch-max", type=int, default=256, help="largest mini-batch")
     serve.add_argument("--lanes", type=int,
-                       help="fields processed per word (default W); e.g. --width 128 "
-                            "--lanes 32 --dsp is the ULX3S build's trainer")
-    serve.add_argument("--dsp", action="store_true",
-                       help="lane products on hard multipliers, as the ULX3S build")
+                       help="fields processed per word (default W); e.g. --width 64 "
+                            "--lanes 16 --dsp 8 is the ULX3S build's trainer")
+    serve.add_argument("--dsp", type=int, nargs="?", const=True, default=False, metavar="K",
+                       help="lane products on hard multipliers: every lane's, or those of "
+                            "the first K lanes (as the ULX3S build)")
     serve.add_argument("--fifos", metavar="DIR",
                        help="serve it on named pipes laid out like the PCIe board's XDMA "
                             "character devices, DIR/xdma0_h2c_0 and DIR/xdma0_c2h_0 "
