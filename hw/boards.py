@@ -228,7 +228,7 @@ BOARDS = {
         clk_in=25e6, clk_target=45e6,
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
-        nextpnr_opts="--router router2",         # converges where router1 stalls on W = 128
+        nextpnr_opts="--router router2",         # routes the trainer in about 60 iterations
         programmer="openFPGALoader",
         install_hint="apt-get install openfpgaloader (or see trabucayre/openFPGALoader)",
     ),

@@ -54,10 +54,10 @@ _RESOURCES = {
 }
 
 
-#: Yosys commands run after reading the design: registers named ``*_rep*`` are replicas of
+#: Yosys commands run after reading the design: registers named ``*_replica*`` are copies of
 #: one signal, each driving a group of lanes (:mod:`zipml.hw.pipeline`); yosys would merge
 #: identical registers back into one net spanning the whole lane array.
-KEEP_REPLICAS = "proc\nsetattr -set keep 1 w:*_rep* %ci1 c:* %i"
+KEEP_REPLICAS = "proc\nsetattr -set keep 1 w:*_replica* %ci1 c:* %i"
 
 
 def tool_env(base=None):

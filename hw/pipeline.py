@@ -255,8 +255,8 @@ class SGDPipeline(wiring.Component):
         def replicas(name, shape, reset_less=True):
             """One register per group of lanes for a signal every lane reads: each drives
             its group only, where a single copy would run wires across the whole lane array.
-            The build keeps ``*_rep*`` registers from being merged back into one."""
-            return [Signal(shape, name=f"{name}_rep{g}", reset_less=reset_less)
+            The build keeps ``*_replica*`` registers from being merged back into one."""
+            return [Signal(shape, name=f"{name}_replica{g}", reset_less=reset_less)
                     for g in groups]
 
         # --- format constants of the run-time format (registered) --------------------------------
@@ -591,7 +591,7 @@ class SGDPipeline(wiring.Component):
         m.d.sync += [u3_valid.eq(x_valid), u3_last.eq(x_last),
                      u3_row.eq(x_row)]
         # the banks' addresses and write strobes, one copy per group of lanes
-        x_wi_g = [self._pipe(m, wi, self.mul_stages, f"x_wi_rep{g}")
+        x_wi_g = [self._pipe(m, wi, self.mul_stages, f"x_wi_replica{g}")
                   for g, wi in enumerate(u2_wi_g)]
         u3_wr_g = replicas("u3_wr", data.StructLayout(
             {"wi": len(in_wi), "wbank": 1, "last_of_batch": 1}))
