@@ -252,12 +252,20 @@ class SGDPipeline(wiring.Component):
         W, L = self.width, self.lanes
         groups = range(-(-L // _GROUP))
 
-        def replicas(name, shape, reset_less=True):
-            """One register per group of lanes for a signal every lane reads: each drives
-            its group only, where a single copy would run wires across the whole lane array.
-            The build keeps ``*_replica*`` registers from being merged back into one."""
-            return [Signal(shape, name=f"{name}_replica{g}", reset_less=reset_less)
+        def replicas(name, shape, value=None, reset_less=True):
+            """One register per group of lanes for a signal every lane reads (loaded with
+            ``value`` every cycle, if given): each drives its group only, where a single copy
+            would run wires across the whole lane array. The build keeps ``*_replica*``
+            registers from being merged back into one."""
+            regs = [Signal(shape, name=f"{name}_replica{g}", reset_less=reset_less)
                     for g in groups]
+            if value is not None:
+                m.d.sync += [r.eq(value) for r in regs]
+            return regs
+
+        def lane_mask(count):
+            """Bit j set for the lanes below ``count``."""
+            return Cat(count > j for j in range(L))
 
         # --- format constants of the run-time format (registered) --------------------------------
         fid = Signal(FMT_ID_BITS)
@@ -265,16 +273,15 @@ class SGDPipeline(wiring.Component):
         is_raw = Signal()
         per_word = Signal(range(L + 1))
         per_last = Signal(range(L + 1))
-        m.d.sync += is_raw.eq(cfg.encoding == Encoding.RAW)
+        raw_now = cfg.encoding == Encoding.RAW
+        m.d.sync += is_raw.eq(raw_now)
         # the lanes' copies (one cycle after the configuration, like the constants above)
-        fid_g, half_g = replicas("fid", FMT_ID_BITS), replicas("half", MAX_BITS + 1)
-        raw_g, table_g = replicas("is_raw", 1), replicas("table_mode", 1)
-        unsigned_g = replicas("unsigned_levels", 1)
-        for g in groups:
-            m.d.sync += [fid_g[g].eq(fid), raw_g[g].eq(cfg.encoding == Encoding.RAW),
-                         table_g[g].eq(cfg.levels == LevelMode.TABLE),
-                         unsigned_g[g].eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED)]
-        with m.If(cfg.encoding == Encoding.RAW):
+        fid_g = replicas("fid", FMT_ID_BITS, fid)
+        half_g = replicas("half", MAX_BITS + 1)
+        raw_g = replicas("is_raw", 1, raw_now)
+        table_g = replicas("table_mode", 1, cfg.levels == LevelMode.TABLE)
+        unsigned_g = replicas("unsigned_levels", 1, cfg.levels == LevelMode.UNIFORM_UNSIGNED)
+        with m.If(raw_now):
             raw_fmt = self.formats[-1]
             m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
                          per_last.eq(lanes_in_last_word(W, raw_fmt))]
@@ -290,9 +297,7 @@ class SGDPipeline(wiring.Component):
         # --- memories ----------------------------------------------------------------------------
         work_rd, work_wr, snap_rd, snap_wr, tab_a, tab_b = [], [], [], [], [], []
         twrite_g = replicas("twrite", data.StructLayout({"valid": 1, "entry": TableEntry}),
-                            reset_less=False)
-        for tw in twrite_g:
-            m.d.sync += [tw.valid.eq(self.i_table.valid), tw.entry.eq(self.i_table.payload)]
+                            Cat(self.i_table.valid, self.i_table.payload), reset_less=False)
         for j in range(L):
             depth = self.depths[j]
             abits = ceil_log2(depth)
@@ -376,7 +381,8 @@ class SGDPipeline(wiring.Component):
         s1_valid = Signal()
         s1_word = Signal(W, reset_less=True)
         s1_lane_ok = Signal(L, reset_less=True)     # lanes holding a field of this word
-        s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}))
+        s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}),
+                           Cat(in_wi, rbank_now))
         meta_layout = data.StructLayout({
             "first": 1, "last": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1,
             "label": signed(LABEL_BITS)})
@@ -386,8 +392,7 @@ class SGDPipeline(wiring.Component):
         m.d.sync += [
             s1_valid.eq(accept),
             s1_word.eq(self.i_stream.payload),
-            s1_lane_ok.eq(Cat(Mux(in_rem < per_word, in_rem, per_word) > j for j in range(L))),
-            *(rd.eq(Cat(in_wi, rbank_now)) for rd in s1_rd_g),
+            s1_lane_ok.eq(lane_mask(Mux(in_rem < per_word, in_rem, per_word))),
             s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
             s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
             s1_meta.last_of_epoch.eq(last_of_epoch),
@@ -559,11 +564,10 @@ class SGDPipeline(wiring.Component):
         u2_row = Signal(row_layout)
         m.d.sync += [u2_valid.eq(u1_valid), u2_last.eq(u1_last),
                      u2_row.eq(u1_row)]
-        c_g = replicas("c", signed(32))
-        u2_wi_g = replicas("u2_wi", len(in_wi))
-        m.d.sync += [*(c.eq(u1_row.c) for c in c_g), *(wi.eq(u1_wi) for wi in u2_wi_g)]
+        c_g = replicas("c", signed(32), u1_row.c)
+        u2_wi_g = replicas("u2_wi", len(in_wi), u1_wi)
         u1_lane_ok = Signal(L)
-        m.d.comb += u1_lane_ok.eq(Cat(u1_cnt > j for j in range(L)))
+        m.d.comb += u1_lane_ok.eq(lane_mask(u1_cnt))
         u2_uni, u2_raw, u2_ok = [], [], []
         for j in range(L):
             g = j // _GROUP
