@@ -59,6 +59,14 @@ def lane_formats(width, lane, lanes=None):
     return [f for f in code_formats(width, lanes) if lane < lanes_in_word(width, f)]
 
 
+def lanes_word_bits(width, lanes, build_lanes=None):
+    """``(lo, hi)``: the bits of a ``width``-bit word that any of ``lanes`` reads, in any format
+    of a build with ``build_lanes`` lanes (RAW included)."""
+    spans = [(j * f.field_bits, (j + 1) * f.field_bits) for f in all_formats(width, build_lanes)
+             for j in lanes if j < lanes_in_word(width, f)]
+    return min(lo for lo, _ in spans), max(hi for _, hi in spans)
+
+
 def lane_table_bits(width, lane, max_table_bits=MAX_BITS, lanes=None):
     """log2 of the level-table entries lane ``lane`` needs (0: no table formats reach it)."""
     bits = [f.bits for f in lane_formats(width, lane, lanes) if f.bits >= 2]

@@ -25,7 +25,7 @@ The model layout depends on P, i.e. on the format: after changing the format (or
 load the model again before training or reading it back.
 """
 
-from amaranth import Array, Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -52,6 +52,7 @@ from .lanes import (
     fmt_id,
     lane_codes,
     lane_table_bits,
+    lanes_word_bits,
     shift_add_mul,
     sum_tree,
     uniform_value,
@@ -329,7 +330,15 @@ class SGDPipeline(wiring.Component):
                 tab_b.append(None)
         m.d.comb += self.i_table.ready.eq(1)
 
-        m.submodules.replay = replay = fifo.SyncFIFOBuffered(width=W, depth=self.fifo_depth)
+        # the replay FIFO, one per group of lanes, each holding the bits its group decodes
+        group_bits = [lanes_word_bits(W, range(g * _GROUP, min(L, (g + 1) * _GROUP)), L)
+                      for g in groups]
+        replays = []
+        for g, (lo, hi) in enumerate(group_bits):
+            m.submodules[f"replay{g}"] = replay = fifo.SyncFIFOBuffered(
+                width=hi - lo, depth=self.fifo_depth)
+            replays.append(replay)
+        replay = replays[0]
 
         # --- control state -----------------------------------------------------------------------
         epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
@@ -366,7 +375,9 @@ class SGDPipeline(wiring.Component):
         m.d.comb += self.i_stream.ready.eq(running & ~in_done & replay.w_rdy &
                                            (~batch_start | may_start))
         accept = self.i_stream.valid & self.i_stream.ready
-        m.d.comb += [replay.w_data.eq(self.i_stream.payload), replay.w_en.eq(accept)]
+        for replay_g, (lo, hi) in zip(replays, group_bits):
+            m.d.comb += [replay_g.w_data.eq(self.i_stream.payload[lo:hi]),
+                         replay_g.w_en.eq(accept)]
 
         last_word = in_rem <= per_last
         last_of_epoch = in_row_epoch == cfg.rows_per_epoch - 1
@@ -379,7 +390,12 @@ class SGDPipeline(wiring.Component):
         wbank_now = epoch_bank ^ 1 ^ in_kpar
 
         s1_valid = Signal()
-        s1_word = Signal(W, reset_less=True)
+        # each group's copy of the bits of the word it decodes (the others read as zero)
+        s1_word_g = []
+        for g, (lo, hi) in enumerate(group_bits):
+            bits = Signal(hi - lo, name=f"s1_word_replica{g}", reset_less=True)
+            m.d.sync += bits.eq(self.i_stream.payload[lo:hi])
+            s1_word_g.append(Cat(Const(0, lo), bits, Const(0, W - hi)))
         s1_lane_ok = Signal(L, reset_less=True)     # lanes holding a field of this word
         s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}),
                            Cat(in_wi, rbank_now))
@@ -391,7 +407,6 @@ class SGDPipeline(wiring.Component):
         # enable on them would be one more net across every lane
         m.d.sync += [
             s1_valid.eq(accept),
-            s1_word.eq(self.i_stream.payload),
             s1_lane_ok.eq(lane_mask(Mux(in_rem < per_word, in_rem, per_word))),
             s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
             s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
@@ -427,7 +442,7 @@ class SGDPipeline(wiring.Component):
             g = j // _GROUP
             rd = s1_rd_g[g]
             m.d.comb += snap_rd[j].addr.eq(Cat(rd.wi[:abits], rd.rbank))
-            k, nk = lane_codes(m, s1_word, j, W, fid_g[g], "A", L)
+            k, nk = lane_codes(m, s1_word_g[g], j, W, fid_g[g], "A", L)
             ok = Signal(name=f"s2_ok{j}", reset_less=True)
             uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}", reset_less=True)
             m.d.sync += [ok.eq(s1_lane_ok[j]),
@@ -438,7 +453,7 @@ class SGDPipeline(wiring.Component):
             s2_uni.append(uni)
             if j < self.raw_lanes:
                 raw = Signal(signed(32), name=f"s2_raw{j}", reset_less=True)
-                m.d.sync += raw.eq(Mux(s1_lane_ok[j], s1_word[32 * j:32 * (j + 1)], 0))
+                m.d.sync += raw.eq(Mux(s1_lane_ok[j], s1_word_g[g][32 * j:32 * (j + 1)], 0))
                 s2_raw.append(raw)
 
         # --- S2: products ------------------------------------------------------------------------
@@ -544,18 +559,20 @@ class SGDPipeline(wiring.Component):
                          row_now.last_of_epoch.eq(c_meta.last_of_epoch),
                          row_now.wbank.eq(c_meta.wbank)]
             m.d.sync += u_row.eq(row_now)
-        m.d.comb += replay.r_en.eq(u_go)
+        m.d.comb += [replay_g.r_en.eq(u_go) for replay_g in replays]
         with m.If(u_go):
             m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
                      u_busy.eq(~last0)]
 
         u1_valid, u1_last = Signal(), Signal()   # U0, combinational
-        u1_word = Signal(W)
+        # each group's view of the word (bits it does not decode read as zero)
+        u1_word_g = [Cat(Const(0, lo), replay_g.r_data, Const(0, W - hi))
+                     for replay_g, (lo, hi) in zip(replays, group_bits)]
         u1_wi = Signal.like(in_wi)
         u1_cnt = Signal(range(L + 1))
         u1_row = Signal(row_layout)
         # The FIFO's output is a register: decode it in the cycle it is popped.
-        m.d.comb += [u1_valid.eq(u_go), u1_word.eq(replay.r_data), u1_wi.eq(wi0),
+        m.d.comb += [u1_valid.eq(u_go), u1_wi.eq(wi0),
                      u1_cnt.eq(Mux(rem0 < per_word, rem0, per_word)), u1_last.eq(last0),
                      u1_row.eq(row_now)]
 
@@ -571,7 +588,7 @@ class SGDPipeline(wiring.Component):
         u2_uni, u2_raw, u2_ok = [], [], []
         for j in range(L):
             g = j // _GROUP
-            k, nk = lane_codes(m, u1_word, j, W, fid_g[g], "B", L)
+            k, nk = lane_codes(m, u1_word_g[g], j, W, fid_g[g], "B", L)
             ok = Signal(name=f"u2_ok{j}", reset_less=True)
             uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}", reset_less=True)
             m.d.sync += [ok.eq(u1_lane_ok[j]),
@@ -582,7 +599,7 @@ class SGDPipeline(wiring.Component):
             u2_uni.append(uni)
             if j < self.raw_lanes:
                 raw = Signal(signed(32), name=f"u2_raw{j}", reset_less=True)
-                m.d.sync += raw.eq(u1_word[32 * j:32 * (j + 1)])
+                m.d.sync += raw.eq(u1_word_g[g][32 * j:32 * (j + 1)])
                 u2_raw.append(raw)
 
         # --- U1: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------
@@ -690,16 +707,23 @@ class SGDPipeline(wiring.Component):
             with m.Else():
                 m.d.sync += ld_lane.eq(ld_lane + 1)
 
+        # a model word is written a cycle after it is taken, from the copy of its group (the
+        # run, read-back or next load that follows starts later than that)
+        ld_g = replicas("ld", data.StructLayout({
+            "on": 1, "fire": 1, "lane": len(ld_lane), "addr": len(ld_addr), "bank": 1,
+            "data": signed(MODEL_BITS)}),
+            Cat(loading, ld_fire, ld_lane, ld_addr, epoch_bank, self.i_model.payload))
         for j in range(L):
             abits = ceil_log2(self.depths[j])
             wr = u3_wr_g[j // _GROUP]
-            with m.If(loading):
+            ld = ld_g[j // _GROUP]
+            with m.If(ld.on):
                 m.d.comb += [
-                    work_wr[j].addr.eq(ld_addr), work_wr[j].data.eq(self.i_model.payload),
-                    work_wr[j].en.eq(ld_fire & (ld_lane == j)),
-                    snap_wr[j].addr.eq(Cat(ld_addr[:abits], epoch_bank)),
-                    snap_wr[j].data.eq(self.i_model.payload),
-                    snap_wr[j].en.eq(ld_fire & (ld_lane == j)),
+                    work_wr[j].addr.eq(ld.addr), work_wr[j].data.eq(ld.data),
+                    work_wr[j].en.eq(ld.fire & (ld.lane == j)),
+                    snap_wr[j].addr.eq(Cat(ld.addr[:abits], ld.bank)),
+                    snap_wr[j].data.eq(ld.data),
+                    snap_wr[j].en.eq(ld.fire & (ld.lane == j)),
                 ]
             with m.Else():
                 m.d.comb += [
