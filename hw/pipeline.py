@@ -4,15 +4,16 @@ Data flow (one word per cycle; stage names as in :mod:`zipml.sim.timing`)::
 
     i_stream -> S0 accept --+--> replay FIFO -----------------------------+
                             |                                            |
-                            S1 lane codes, table + snapshot reads        U0 pop (c known)
-                            S2 vA * w_hat (shift-and-add / RAW '*')      U1 lane codes vB
-                            adder tree, row accumulator                  U2 delta = c * vB
-                            GradientScalar: D, g, c  ------------------> U3 w = sat(w - delta)
+                            S1 lane codes, table + snapshot reads        U0 pop, lane codes vB
+                            S2 vA * w_hat (shift-and-add / RAW '*')      U1 delta = c * vB, w read
+                            adder tree, row accumulator                  U2 w = sat(w - delta)
+                            GradientScalar: D, g, c  ------------------>    (work bank: U2 + 1)
 
 Model memory, per lane j (feature i lives in lane ``i % P`` at address ``i // P``):
 
-- ``work[j]``: the working model, read-modify-written by every update (transparent read, so
-  back-to-back rows see each other's writes);
+- ``work[j]``: the working model, read-modify-written by every update (the read is transparent
+  for the write port, registered, and the two writes behind it are forwarded, so back-to-back
+  rows see each other's updates; the new word is written a cycle after U2);
 - ``snap[j]``: two snapshot banks read by the dot products. The last row of batch k also writes
   its results into bank ``E ^ 1 ^ (k & 1)`` (every row updates every feature, so that bank then
   holds the model after batch k); batch k >= 1 reads bank ``E ^ (k & 1) ^ delay``, batch 0 bank
@@ -362,7 +363,7 @@ class SGDPipeline(wiring.Component):
             return [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(0), in_row_batch.eq(0),
                     in_kpar.eq(0), in_first_batch.eq(1), in_done.eq(0)]
 
-        # update-side completion pulses (U3), defined below
+        # update-side completion pulses (U2), defined below
         row_done_now = Signal()
         batch_done_now = Signal()
         epoch_done_now = Signal()
@@ -603,7 +604,8 @@ class SGDPipeline(wiring.Component):
                 u2_raw.append(raw)
 
         # --- U1: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------
-        # the stage feeding U3 (U2, or its extra product stage) issues the working-model read
+        # the stage before the one feeding U2 issues the working-model read (U0 itself, from its
+        # word index, without product stages)
         x_valid = self._pipe(m, u2_valid, self.mul_stages, "x_valid")
         x_last = self._pipe(m, u2_last, self.mul_stages, "x_last")
         x_row = self._pipe(m, u2_row, self.mul_stages, "x_row")
@@ -612,10 +614,14 @@ class SGDPipeline(wiring.Component):
         m.d.sync += [u3_valid.eq(x_valid), u3_last.eq(x_last),
                      u3_row.eq(x_row)]
         # the banks' addresses and write strobes, one copy per group of lanes
-        x_wi_g = [self._pipe(m, wi, self.mul_stages, f"x_wi_replica{g}")
-                  for g, wi in enumerate(u2_wi_g)]
-        u3_wr_g = replicas("u3_wr", data.StructLayout(
-            {"wi": len(in_wi), "wbank": 1, "last_of_batch": 1}))
+        if self.mul_stages:
+            rd_wi_g = [self._pipe(m, wi, self.mul_stages - 1, f"rd_wi_replica{g}")
+                       for g, wi in enumerate(u2_wi_g)]
+            x_wi_g = [self._pipe(m, wi, 1, f"x_wi_replica{g}") for g, wi in enumerate(rd_wi_g)]
+        else:
+            rd_wi_g, x_wi_g = [u1_wi for _ in groups], u2_wi_g
+        wr_layout = data.StructLayout({"wi": len(in_wi), "wbank": 1, "last_of_batch": 1})
+        u3_wr_g = replicas("u3_wr", wr_layout)
         for wr, wi in zip(u3_wr_g, x_wi_g):
             m.d.sync += [wr.wi.eq(wi), wr.wbank.eq(x_row.wbank),
                          wr.last_of_batch.eq(x_row.last_of_batch)]
@@ -647,15 +653,37 @@ class SGDPipeline(wiring.Component):
             deltas.append(d)
             u3_ok.append(ok)
 
-        # --- U2: w = sat32(w - delta), written back ----------------------------------------------
+        # --- U2: w = sat32(w - delta); snapshot written back now, the working model next cycle -
+        # The working model's word was read two cycles before (transparent for the write port)
+        # into a register, so it misses the two writes behind it: the one in flight now and the
+        # one before; their values are forwarded from the lane's own registers (whether a lane
+        # writes a word index is the same for every row, so a forwarded value is right whenever
+        # it is written). No block RAM sits in the loop that updates a word every cycle.
+        w4_valid = Signal()
+        m.d.sync += w4_valid.eq(u3_valid)
+        w4_wr_g = replicas("w4_wr", wr_layout)
+        fwd_g = replicas("fwd", data.StructLayout({"last": 1, "before": 1}))
+        for g in groups:
+            m.d.sync += [w4_wr_g[g].eq(u3_wr_g[g]),
+                         fwd_g[g].last.eq(u3_valid & (u3_wr_g[g].wi == x_wi_g[g])),
+                         fwd_g[g].before.eq(w4_valid & (w4_wr_g[g].wi == x_wi_g[g]))]
         row_sat = Signal()
-        lane_sat = []
-        new_w = []
+        lane_sat, new_w, w4_data, w4_ok = [], [], [], []
         for j in range(L):
-            w, flag = saturate(m, work_rd[j].data - deltas[j], MODEL_BITS, f"w{j}")
+            fwd = fwd_g[j // _GROUP]
+            w_read = Signal(signed(MODEL_BITS), name=f"w_read{j}", reset_less=True)
+            last = Signal(signed(MODEL_BITS), name=f"w_last{j}", reset_less=True)
+            before = Signal(signed(MODEL_BITS), name=f"w_before{j}", reset_less=True)
+            ok = Signal(name=f"w4_ok{j}")
+            w_in = Mux(fwd.last, last, Mux(fwd.before, before, w_read))
+            w, flag = saturate(m, w_in - deltas[j], MODEL_BITS, f"w{j}")
+            m.d.sync += [w_read.eq(work_rd[j].data), last.eq(w), before.eq(last),
+                         ok.eq(u3_ok[j])]
             new_w.append(w)
+            w4_data.append(last)
+            w4_ok.append(ok)
             lane_sat.append(flag & u3_ok[j])
-        # U3: the saturation flags, registered off the write-back path and counted a cycle
+        # the saturation flags, registered off the write-back path and counted a cycle
         # later (the ``saturated`` output adds the row still being counted)
         u4_valid, u4_last, u4_row_flag = Signal(), Signal(), Signal()
         u4_lane_sat = Signal(L)
@@ -715,7 +743,7 @@ class SGDPipeline(wiring.Component):
             Cat(loading, ld_fire, ld_lane, ld_addr, epoch_bank, self.i_model.payload))
         for j in range(L):
             abits = ceil_log2(self.depths[j])
-            wr = u3_wr_g[j // _GROUP]
+            wr, wr4 = u3_wr_g[j // _GROUP], w4_wr_g[j // _GROUP]
             ld = ld_g[j // _GROUP]
             with m.If(ld.on):
                 m.d.comb += [
@@ -727,8 +755,8 @@ class SGDPipeline(wiring.Component):
                 ]
             with m.Else():
                 m.d.comb += [
-                    work_wr[j].addr.eq(wr.wi), work_wr[j].data.eq(new_w[j]),
-                    work_wr[j].en.eq(u3_ok[j]),
+                    work_wr[j].addr.eq(wr4.wi), work_wr[j].data.eq(w4_data[j]),
+                    work_wr[j].en.eq(w4_ok[j]),
                     snap_wr[j].addr.eq(Cat(wr.wi[:abits], wr.wbank)),
                     snap_wr[j].data.eq(new_w[j]),
                     snap_wr[j].en.eq(u3_ok[j] & wr.last_of_batch),
@@ -736,7 +764,7 @@ class SGDPipeline(wiring.Component):
             with m.If(reading):
                 m.d.comb += [work_rd[j].addr.eq(rb_addr), work_rd[j].en.eq(rb_issue)]
             with m.Else():
-                m.d.comb += [work_rd[j].addr.eq(x_wi_g[j // _GROUP]), work_rd[j].en.eq(1)]
+                m.d.comb += [work_rd[j].addr.eq(rd_wi_g[j // _GROUP]), work_rd[j].en.eq(1)]
 
         # --- counters and the run's state machine ------------------------------------------------
         last_epoch = self.epochs + 1 == cfg.epochs
