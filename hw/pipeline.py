@@ -560,19 +560,30 @@ class SGDPipeline(wiring.Component):
                          row_now.last_of_epoch.eq(c_meta.last_of_epoch),
                          row_now.wbank.eq(c_meta.wbank)]
             m.d.sync += u_row.eq(row_now)
-        m.d.comb += [replay_g.r_en.eq(u_go) for replay_g in replays]
+        # each FIFO's head word moves into a register ahead of U0 (a word is accepted a
+        # dot latency before it is popped), so U0 decodes from a flip-flop, not from the block
+        # RAM's output
+        heads = []
+        for g, (replay_g, (lo, hi)) in enumerate(zip(replays, group_bits)):
+            head = Signal(hi - lo, name=f"replay_head{g}", reset_less=True)
+            head_valid = Signal(name=f"replay_head_valid{g}")
+            take = ~head_valid | u_go
+            m.d.comb += replay_g.r_en.eq(take)
+            with m.If(take):
+                m.d.sync += [head.eq(replay_g.r_data), head_valid.eq(replay_g.r_rdy)]
+            heads.append(head)
         with m.If(u_go):
             m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
                      u_busy.eq(~last0)]
 
         u1_valid, u1_last = Signal(), Signal()   # U0, combinational
         # each group's view of the word (bits it does not decode read as zero)
-        u1_word_g = [Cat(Const(0, lo), replay_g.r_data, Const(0, W - hi))
-                     for replay_g, (lo, hi) in zip(replays, group_bits)]
+        u1_word_g = [Cat(Const(0, lo), head, Const(0, W - hi))
+                     for head, (lo, hi) in zip(heads, group_bits)]
         u1_wi = Signal.like(in_wi)
         u1_cnt = Signal(range(L + 1))
         u1_row = Signal(row_layout)
-        # The FIFO's output is a register: decode it in the cycle it is popped.
+        # U0 decodes the head registers in the cycle it pops them.
         m.d.comb += [u1_valid.eq(u_go), u1_wi.eq(wi0),
                      u1_cnt.eq(Mux(rem0 < per_word, rem0, per_word)), u1_last.eq(last0),
                      u1_row.eq(row_now)]
