@@ -6,8 +6,9 @@ Data flow::
                                         --payload->     |      --payload->      |
                                                         |                 UARTTransmitter -> tx
                      ResidentMemory <- STORE_DATA words |
-                     ResidentMemory -> RUN_EPOCHS words +--> SGDPipeline (i_stream, i_model,
-                                 TRAIN_STREAM words ----+    o_model, i_table)
+                     ResidentMemory -> RUN_EPOCHS words +--> 3-word FIFO --> SGDPipeline
+                                 TRAIN_STREAM words ----+      (i_stream; i_model, o_model,
+                                                                i_table from the dispatcher)
 
 :class:`DeviceCore` is everything after the UART (bytes in, bytes out); :class:`Device` adds
 the UART. The dispatcher follows :class:`zipml.sim.protocol_device.ProtocolDevice`, the
@@ -193,6 +194,11 @@ class DeviceCore(wiring.Component):
         mem = ResidentMemory(W, self.memory_words)
         m.submodules.pipeline = ResetInserter(pipe_rst)(pipe)
         m.submodules.resident = ResetInserter(pipe_rst)(mem)
+        # the pipeline takes its words from a short FIFO: its valid and the source's ready are
+        # registers, so the dispatcher's logic and the pipeline's accept logic stay separate
+        # paths (three words: one per cycle through it)
+        words = fifo.SyncFIFOBuffered(width=W, depth=3)
+        m.submodules.words = ResetInserter(pipe_rst)(words)
         m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
         st_wr = staging.write_port()
         st_rd = staging.read_port()
@@ -279,12 +285,14 @@ class DeviceCore(wiring.Component):
         ts_valid = Signal()
         ts_word = Signal(W)
         m.d.comb += [
-            pipe.i_stream.valid.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
-            pipe.i_stream.payload.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
-            mem.o_stream.ready.eq(resident_run & pipe.i_stream.ready),
+            words.w_en.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
+            words.w_data.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
+            mem.o_stream.ready.eq(resident_run & words.w_rdy),
             mem.length.eq(stored_words),
+            pipe.i_stream.valid.eq(words.r_rdy), pipe.i_stream.payload.eq(words.r_data),
+            words.r_en.eq(pipe.i_stream.ready),
         ]
-        ts_fire = ts_valid & ~resident_run & pipe.i_stream.ready
+        ts_fire = ts_valid & ~resident_run & words.w_rdy
 
         # --- end of a run, and resident runs ------------------------------------------------------
         run_end = run_active & ~pipe.busy
