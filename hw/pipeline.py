@@ -2,12 +2,13 @@
 
 Data flow (one word per cycle; stage names as in :mod:`zipml.sim.timing`)::
 
-    i_stream -> S0 accept --+--> replay FIFO -----------------------------+
-                            |                                            |
-                            S1 lane codes, table + snapshot reads        U0 pop, lane codes vB
-                            S2 vA * w_hat (shift-and-add / RAW '*')      U1 delta = c * vB, w read
-                            adder tree, row accumulator                  U2 w = sat(w - delta)
-                            GradientScalar: D, g, c  ------------------>    (work bank: U2 + 1)
+    i_stream -> S0 accept --+--> replay FIFO, codes vB into its head ------+
+                codes vA    |                                              |
+                            S1 table + snapshot reads                      U0 pop
+                            S2 vA * w_hat (shift-and-add / RAW '*')        U1 delta = c * vB,
+                            adder tree, row accumulator                       w read
+                            GradientScalar: D, g, c  -------------------->  U2 w = sat(w - delta)
+                                                                              (work bank: U2 + 1)
 
 Model memory, per lane j (feature i lives in lane ``i % P`` at address ``i // P``):
 
@@ -269,6 +270,21 @@ class SGDPipeline(wiring.Component):
             """Bit j set for the lanes below ``count``."""
             return Cat(count > j for j in range(L))
 
+        def decode_into_registers(words, sample, name, load=None):
+            """Every lane's code of ``sample`` (k and k left-aligned, :func:`lane_codes`) in
+            ``words[group]``, decoded into registers (loaded when ``load[group]``, if given):
+            the table read after them starts from a flip-flop."""
+            codes = []
+            for j in range(L):
+                g = j // _GROUP
+                k, nk = lane_codes(m, words[g], j, W, fid_g[g], sample, L)
+                reg_k = Signal(MAX_BITS, name=f"{name}_k{j}", reset_less=True)
+                reg_n = Signal(MAX_BITS, name=f"{name}_n{j}", reset_less=True)
+                with m.If(Const(1) if load is None else load[g]):
+                    m.d.sync += [reg_k.eq(k), reg_n.eq(nk)]
+                codes.append((reg_k, reg_n))
+            return codes
+
         # --- format constants of the run-time format (registered) --------------------------------
         fid = Signal(FMT_ID_BITS)
         m.d.comb += fid.eq(Cat((cfg.bits - 1)[:FMT_ID_BITS - 2], cfg.encoding))
@@ -391,12 +407,10 @@ class SGDPipeline(wiring.Component):
         wbank_now = epoch_bank ^ 1 ^ in_kpar
 
         s1_valid = Signal()
-        # each group's copy of the bits of the word it decodes (the others read as zero)
-        s1_word_g = []
-        for g, (lo, hi) in enumerate(group_bits):
-            bits = Signal(hi - lo, name=f"s1_word_replica{g}", reset_less=True)
-            m.d.sync += bits.eq(self.i_stream.payload[lo:hi])
-            s1_word_g.append(Cat(Const(0, lo), bits, Const(0, W - hi)))
+        # S0 decodes the codes of sample A into S1's registers; RAW lanes keep their bits
+        s1_codes = decode_into_registers([self.i_stream.payload for _ in groups], "A", "s1")
+        s1_raw = Signal(32 * self.raw_lanes, reset_less=True)
+        m.d.sync += s1_raw.eq(self.i_stream.payload)
         s1_lane_ok = Signal(L, reset_less=True)     # lanes holding a field of this word
         s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}),
                            Cat(in_wi, rbank_now))
@@ -443,7 +457,7 @@ class SGDPipeline(wiring.Component):
             g = j // _GROUP
             rd = s1_rd_g[g]
             m.d.comb += snap_rd[j].addr.eq(Cat(rd.wi[:abits], rd.rbank))
-            k, nk = lane_codes(m, s1_word_g[g], j, W, fid_g[g], "A", L)
+            k, nk = s1_codes[j]
             ok = Signal(name=f"s2_ok{j}", reset_less=True)
             uni = Signal(VALUE_SHAPE, name=f"s2_uni{j}", reset_less=True)
             m.d.sync += [ok.eq(s1_lane_ok[j]),
@@ -454,7 +468,7 @@ class SGDPipeline(wiring.Component):
             s2_uni.append(uni)
             if j < self.raw_lanes:
                 raw = Signal(signed(32), name=f"s2_raw{j}", reset_less=True)
-                m.d.sync += raw.eq(Mux(s1_lane_ok[j], s1_word_g[g][32 * j:32 * (j + 1)], 0))
+                m.d.sync += raw.eq(Mux(s1_lane_ok[j], s1_raw[32 * j:32 * (j + 1)], 0))
                 s2_raw.append(raw)
 
         # --- S2: products ------------------------------------------------------------------------
@@ -560,30 +574,32 @@ class SGDPipeline(wiring.Component):
                          row_now.last_of_epoch.eq(c_meta.last_of_epoch),
                          row_now.wbank.eq(c_meta.wbank)]
             m.d.sync += u_row.eq(row_now)
-        # each FIFO's head word moves into a register ahead of U0 (a word is accepted a
-        # dot latency before it is popped), so U0 decodes from a flip-flop, not from the block
-        # RAM's output
-        heads = []
-        for g, (replay_g, (lo, hi)) in enumerate(zip(replays, group_bits)):
-            head = Signal(hi - lo, name=f"replay_head{g}", reset_less=True)
+        # each FIFO's head word moves, decoded, into registers ahead of U0 (a word is accepted
+        # a dot latency before it is popped, so they are always loaded when U0 pops them)
+        takes = []
+        for g, replay_g in enumerate(replays):
             head_valid = Signal(name=f"replay_head_valid{g}")
-            take = ~head_valid | u_go
-            m.d.comb += replay_g.r_en.eq(take)
+            take = Signal(name=f"replay_take{g}")
+            m.d.comb += [take.eq(~head_valid | u_go), replay_g.r_en.eq(take)]
             with m.If(take):
-                m.d.sync += [head.eq(replay_g.r_data), head_valid.eq(replay_g.r_rdy)]
-            heads.append(head)
+                m.d.sync += head_valid.eq(replay_g.r_rdy)
+            takes.append(take)
+        assert group_bits[0][0] == 0
+        head_codes = decode_into_registers(
+            [Cat(Const(0, lo), replay_g.r_data, Const(0, W - hi))
+             for replay_g, (lo, hi) in zip(replays, group_bits)], "B", "head", takes)
+        head_raw = Signal(32 * self.raw_lanes, reset_less=True)
+        with m.If(takes[0]):
+            m.d.sync += head_raw.eq(replays[0].r_data)
         with m.If(u_go):
             m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
                      u_busy.eq(~last0)]
 
         u1_valid, u1_last = Signal(), Signal()   # U0, combinational
-        # each group's view of the word (bits it does not decode read as zero)
-        u1_word_g = [Cat(Const(0, lo), head, Const(0, W - hi))
-                     for head, (lo, hi) in zip(heads, group_bits)]
         u1_wi = Signal.like(in_wi)
         u1_cnt = Signal(range(L + 1))
         u1_row = Signal(row_layout)
-        # U0 decodes the head registers in the cycle it pops them.
+        # U0 pops the head registers.
         m.d.comb += [u1_valid.eq(u_go), u1_wi.eq(wi0),
                      u1_cnt.eq(Mux(rem0 < per_word, rem0, per_word)), u1_last.eq(last0),
                      u1_row.eq(row_now)]
@@ -600,7 +616,7 @@ class SGDPipeline(wiring.Component):
         u2_uni, u2_raw, u2_ok = [], [], []
         for j in range(L):
             g = j // _GROUP
-            k, nk = lane_codes(m, u1_word_g[g], j, W, fid_g[g], "B", L)
+            k, nk = head_codes[j]
             ok = Signal(name=f"u2_ok{j}", reset_less=True)
             uni = Signal(VALUE_SHAPE, name=f"u2_uni{j}", reset_less=True)
             m.d.sync += [ok.eq(u1_lane_ok[j]),
@@ -611,7 +627,7 @@ class SGDPipeline(wiring.Component):
             u2_uni.append(uni)
             if j < self.raw_lanes:
                 raw = Signal(signed(32), name=f"u2_raw{j}", reset_less=True)
-                m.d.sync += raw.eq(u1_word_g[g][32 * j:32 * (j + 1)])
+                m.d.sync += raw.eq(head_raw[32 * j:32 * (j + 1)])
                 u2_raw.append(raw)
 
         # --- U1: delta = round(c * vB / 2**(6 + f)); read the working model ----------------------

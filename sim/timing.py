@@ -25,7 +25,7 @@ __all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", 
 #: Default extra register stages inside the lane products (SGDPipeline's ``mul_stages``): one
 #: splits the shift-and-add sums and registers the RAW hard-multiplier outputs.
 MUL_STAGES = 1
-#: Accept (S0), decode (S1: codes, table and snapshot reads), multiply (S2), before the
+#: Accept and decode the codes (S0), table and snapshot reads (S1), multiply (S2), before the
 #: ``mul_stages`` extra product stages.
 FRONT_STAGES = 3
 #: Adder-tree levels between two registers.
