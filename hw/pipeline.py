@@ -2,7 +2,7 @@
 
 Data flow (one word per cycle; stage names as in :mod:`zipml.sim.timing`)::
 
-    i_stream -> S0 accept --+--> replay FIFO, codes vB into its head ------+
+    i_stream -> S0 accept --+--> replay FIFO, its head, codes vB ----------+
                 codes vA    |                                              |
                             S1 table + snapshot reads                      U0 pop
                             S2 vA * w_hat (shift-and-add / RAW '*')        U1 delta = c * vB,
@@ -574,23 +574,29 @@ class SGDPipeline(wiring.Component):
                          row_now.last_of_epoch.eq(c_meta.last_of_epoch),
                          row_now.wbank.eq(c_meta.wbank)]
             m.d.sync += u_row.eq(row_now)
-        # each FIFO's head word moves, decoded, into registers ahead of U0 (a word is accepted
-        # a dot latency before it is popped, so they are always loaded when U0 pops them)
-        takes = []
-        for g, replay_g in enumerate(replays):
+        # each replay FIFO's head word moves into a register, and from there, decoded into the
+        # codes of sample B, into the registers U0 pops (a word is accepted a dot latency before
+        # it is replayed, so they are always loaded when U0 pops them)
+        takes, heads = [], []
+        for g, (replay_g, (lo, hi)) in enumerate(zip(replays, group_bits)):
+            head = Signal(hi - lo, name=f"replay_head{g}", reset_less=True)
             head_valid = Signal(name=f"replay_head_valid{g}")
-            take = Signal(name=f"replay_take{g}")
-            m.d.comb += [take.eq(~head_valid | u_go), replay_g.r_en.eq(take)]
-            with m.If(take):
-                m.d.sync += head_valid.eq(replay_g.r_rdy)
-            takes.append(take)
-        assert group_bits[0][0] == 0
-        head_codes = decode_into_registers(
-            [Cat(Const(0, lo), replay_g.r_data, Const(0, W - hi))
-             for replay_g, (lo, hi) in zip(replays, group_bits)], "B", "head", takes)
+            codes_valid = Signal(name=f"replay_codes_valid{g}")
+            take_head = Signal(name=f"replay_take_head{g}")
+            take_codes = Signal(name=f"replay_take_codes{g}")
+            m.d.comb += [take_codes.eq(~codes_valid | u_go),
+                         take_head.eq(~head_valid | take_codes),
+                         replay_g.r_en.eq(take_head)]
+            with m.If(take_codes):
+                m.d.sync += codes_valid.eq(head_valid)
+            with m.If(take_head):
+                m.d.sync += [head.eq(replay_g.r_data), head_valid.eq(replay_g.r_rdy)]
+            takes.append(take_codes)
+            heads.append(Cat(Const(0, lo), head, Const(0, W - hi)))
+        head_codes = decode_into_registers(heads, "B", "head", takes)
         head_raw = Signal(32 * self.raw_lanes, reset_less=True)
         with m.If(takes[0]):
-            m.d.sync += head_raw.eq(replays[0].r_data)
+            m.d.sync += head_raw.eq(heads[0])
         with m.If(u_go):
             m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
                      u_busy.eq(~last0)]
