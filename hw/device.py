@@ -188,17 +188,22 @@ class DeviceCore(wiring.Component):
         wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
 
         # --- training datapath --------------------------------------------------------------------
-        pipe_rst = Signal()
+        pipe_rst = Signal()                        # the dispatcher's request (RESET, CONFIGURE)
+        # ... applied a cycle later from a register: the reset reaches every control register
+        # of the datapath, so its fan-out starts at a flip-flop (the dispatcher's next use of
+        # the pipeline is cycles later)
+        datapath_rst = Signal()
+        m.d.sync += datapath_rst.eq(pipe_rst)
         pipe = SGDPipeline(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
                            lanes=self.lanes, dsp=self.dsp, mul_stages=self.mul_stages)
         mem = ResidentMemory(W, self.memory_words)
-        m.submodules.pipeline = ResetInserter(pipe_rst)(pipe)
-        m.submodules.resident = ResetInserter(pipe_rst)(mem)
+        m.submodules.pipeline = ResetInserter(datapath_rst)(pipe)
+        m.submodules.resident = ResetInserter(datapath_rst)(mem)
         # the pipeline takes its words from a short FIFO: its valid and the source's ready are
         # registers, so the dispatcher's logic and the pipeline's accept logic stay separate
         # paths (three words: one per cycle through it)
         words = fifo.SyncFIFOBuffered(width=W, depth=3)
-        m.submodules.words = ResetInserter(pipe_rst)(words)
+        m.submodules.words = ResetInserter(datapath_rst)(words)
         m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
         st_wr = staging.write_port()
         st_rd = staging.read_port()
