@@ -298,6 +298,13 @@ class DeviceCore(wiring.Component):
             words.r_en.eq(pipe.i_stream.ready),
         ]
         ts_fire = ts_valid & ~resident_run & words.w_rdy
+        # TRAIN_STREAM's position tests, registered: their inputs change only when a word is
+        # pushed or a run starts (which clears ts_new_epoch itself), and a push follows at least
+        # W/8 cycles of taking bytes
+        ts_new_epoch, ts_row_end, ts_epoch_end = Signal(), Signal(), Signal()
+        m.d.sync += [ts_new_epoch.eq((epoch_pos == 0) & ~started),
+                     ts_row_end.eq(row_pos == row_words - 1),
+                     ts_epoch_end.eq(epoch_pos == epoch_words - 1)]
 
         # --- end of a run, and resident runs ------------------------------------------------------
         run_end = run_active & ~pipe.busy
@@ -717,16 +724,16 @@ class DeviceCore(wiring.Component):
                 with m.Elif(remaining == 0):
                     m.next = "TS_WAIT"
             with m.State("TS_PUSH"):
-                with m.If((epoch_pos == 0) & ~started):
+                with m.If(ts_new_epoch):
                     m.next = "TS_START"
                 with m.Else():
                     m.d.comb += [ts_valid.eq(1), ts_word.eq(asm)]
                     with m.If(ts_fire):
-                        with m.If(row_pos == row_words - 1):
+                        with m.If(ts_row_end):
                             m.d.sync += [row_pos.eq(0), run_rows.eq(run_rows + 1)]
                         with m.Else():
                             m.d.sync += row_pos.eq(row_pos + 1)
-                        with m.If(epoch_pos == epoch_words - 1):
+                        with m.If(ts_epoch_end):
                             m.d.sync += [epoch_pos.eq(0), started.eq(0)]
                         with m.Else():
                             m.d.sync += epoch_pos.eq(epoch_pos + 1)
@@ -735,7 +742,7 @@ class DeviceCore(wiring.Component):
                 with m.If(~run_active & ~pipe.busy):
                     m.d.comb += pipe.start.eq(1)
                     m.d.sync += [run_active.eq(1), resident_run.eq(0), started.eq(1),
-                                 run_rows.eq(0)]
+                                 run_rows.eq(0), ts_new_epoch.eq(0)]
                     m.next = "TS_PUSH"
             with m.State("TS_WAIT"):
                 with m.If(~run_active | (pipe.rows == run_rows)):
