@@ -290,14 +290,13 @@ class DeviceCore(wiring.Component):
         ts_valid = Signal()
         ts_word = Signal(W)
         m.d.comb += [
-            words.w_en.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
-            words.w_data.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
-            mem.o_stream.ready.eq(resident_run & words.w_rdy),
+            words.w_stream.valid.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
+            words.w_stream.payload.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
+            mem.o_stream.ready.eq(resident_run & words.w_stream.ready),
             mem.length.eq(stored_words),
-            pipe.i_stream.valid.eq(words.r_rdy), pipe.i_stream.payload.eq(words.r_data),
-            words.r_en.eq(pipe.i_stream.ready),
         ]
-        ts_fire = ts_valid & ~resident_run & words.w_rdy
+        wiring.connect(m, words.r_stream, pipe.i_stream)
+        ts_fire = ts_valid & ~resident_run & words.w_stream.ready
         # TRAIN_STREAM's position tests, registered: their inputs change only when a word is
         # pushed or a run starts (which clears ts_new_epoch itself), and a push follows at least
         # W/8 cycles of taking bytes

@@ -280,8 +280,12 @@ class SGDPipeline(wiring.Component):
                 k, nk = lane_codes(m, words[g], j, W, fid_g[g], sample, L)
                 reg_k = Signal(MAX_BITS, name=f"{name}_k{j}", reset_less=True)
                 reg_n = Signal(MAX_BITS, name=f"{name}_n{j}", reset_less=True)
-                with m.If(Const(1) if load is None else load[g]):
-                    m.d.sync += [reg_k.eq(k), reg_n.eq(nk)]
+                loads = [reg_k.eq(k), reg_n.eq(nk)]
+                if load is None:
+                    m.d.sync += loads
+                else:
+                    with m.If(load[g]):
+                        m.d.sync += loads
                 codes.append((reg_k, reg_n))
             return codes
 
@@ -447,7 +451,7 @@ class SGDPipeline(wiring.Component):
         with m.If(~(accept & batch_start) & batch_done_now):
             m.d.sync += outstanding.eq(outstanding - 1)
 
-        # --- S1: codes, table reads, snapshot reads ----------------------------------------------
+        # --- S1: table reads, snapshot reads --------------------------------------------------
         s2_valid = Signal()
         s2_meta = Signal(meta_layout)
         m.d.sync += [s2_valid.eq(s1_valid), s2_meta.eq(s1_meta)]
