@@ -122,6 +122,9 @@ class Board:
         Lane products on the hard multipliers: all (``True``) or those of the first k lanes.
     mul_stages : int
         Registers in the lane products (2: multiplier inputs and outputs).
+    serial : bool
+        Train with the lane-serial pipeline (:class:`~zipml.hw.serial.SerialSGDPipeline`):
+        one field per cycle, every format; ``lanes``, ``dsp`` and ``mul_stages`` do not apply.
     memory_words : int
         Resident memory, W-bit words.
     core : str
@@ -150,6 +153,7 @@ class Board:
     lanes: int
     dsp: bool | int
     mul_stages: int
+    serial: bool
     memory_words: int
     core: str
     clk_in: float
@@ -206,7 +210,7 @@ BOARDS = {
         width=32, n_max=256,
         # The trainer does not fit the UP5K (README: measured 8.8k LUT4 at 4 lanes): its
         # bitstream carries the protocol echo core.
-        lanes=4, dsp=False, mul_stages=1, memory_words=8192, core="echo",
+        lanes=4, dsp=False, mul_stages=1, serial=True, memory_words=8192, core="echo",
         clk_in=12e6, clk_target=30e6,            # 30 MHz / 3 Mbaud = 10 cycles per bit
         baud=3_000_000, uart_bridge="FT2232H",
         synth_opts="-dsp",                       # iCE40 infers SB_MAC16 only with -dsp
@@ -223,7 +227,7 @@ BOARDS = {
         # 18 x 18 multipliers, the rest in logic. W = 128 with 32 lanes synthesizes and
         # places, but routing stalls (docs/PIPELINE.md).
         width=64, n_max=256,
-        lanes=16, dsp=8, mul_stages=2, memory_words=8192, core="device",
+        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, core="device",
         # 45 MHz / 3 Mbaud = 15 cycles per bit.
         clk_in=25e6, clk_target=45e6,
         baud=3_000_000, uart_bridge="FT231X",

@@ -189,8 +189,9 @@ def _report(board, core, log_text, rpt_text, seconds, build_id=None):
         "parameters": {
             "width": board.width,
             "n_max": board.n_max,
-            **({"lanes": board.lanes, "dsp": board.dsp, "mul_stages": board.mul_stages,
-                "memory_words": board.memory_words, "build_id": build_id}
+            **({"serial": board.serial, "lanes": board.lanes, "dsp": board.dsp,
+                "mul_stages": board.mul_stages, "memory_words": board.memory_words,
+                "build_id": build_id}
                if core == "device" else {}),
             "baud": board.baud,
             "uart_bridge": board.uart_bridge,

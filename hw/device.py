@@ -72,6 +72,7 @@ from .framing import FrameReceiver, FrameTransmitter
 from .lanes import all_formats
 from .pipeline import SGDPipeline
 from .resident import ResidentMemory
+from .serial import SerialSGDPipeline
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
 __all__ = ["DeviceCore", "Device"]
@@ -116,6 +117,9 @@ class DeviceCore(wiring.Component):
         (:class:`~zipml.hw.pipeline.SGDPipeline`).
     mul_stages : int
         Registers in the lane products (:class:`~zipml.hw.pipeline.SGDPipeline`).
+    serial : bool
+        Train with the lane-serial :class:`~zipml.hw.serial.SerialSGDPipeline` (one field per
+        cycle, every format; ``lanes``, ``dsp`` and ``mul_stages`` do not apply).
     build_id : int
         Reported by IDENTIFY.
     rx_timeout : float
@@ -131,7 +135,7 @@ class DeviceCore(wiring.Component):
 
     def __init__(self, width=128, n_max=1024, memory_words=4096, *, clk_freq, baud=0,
                  max_payload=1024, batch_max=256, tables=True, build_id=0,
-                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False, mul_stages=1):
+                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False, mul_stages=1, serial=False):
         if width not in contract.WORD_WIDTHS:
             raise ValueError(f"width must be one of {contract.WORD_WIDTHS}, not {width}")
         if not 1 <= n_max <= 0xFFFF:
@@ -146,8 +150,8 @@ class DeviceCore(wiring.Component):
         self.clk_freq, self.baud = clk_freq, baud
         self.max_payload, self.batch_max = max_payload, batch_max
         self.tables, self.build_id = tables, build_id
-        self.lanes = width if lanes is None else lanes
-        self.dsp, self.mul_stages = dsp, mul_stages
+        self.lanes = width if lanes is None or serial else lanes
+        self.dsp, self.mul_stages, self.serial = dsp, mul_stages, serial
         if not width // 32 <= self.lanes <= width:
             raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
         self.formats = all_formats(width, self.lanes)
@@ -194,8 +198,12 @@ class DeviceCore(wiring.Component):
         # the pipeline is cycles later)
         datapath_rst = Signal()
         m.d.sync += datapath_rst.eq(pipe_rst)
-        pipe = SGDPipeline(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
-                           lanes=self.lanes, dsp=self.dsp, mul_stages=self.mul_stages)
+        table_bits = MAX_BITS if self.tables else 1
+        if self.serial:
+            pipe = SerialSGDPipeline(W, self.n_max, max_table_bits=table_bits)
+        else:
+            pipe = SGDPipeline(W, self.n_max, max_table_bits=table_bits, lanes=self.lanes,
+                               dsp=self.dsp, mul_stages=self.mul_stages)
         mem = ResidentMemory(W, self.memory_words)
         m.submodules.pipeline = ResetInserter(datapath_rst)(pipe)
         m.submodules.resident = ResetInserter(datapath_rst)(mem)

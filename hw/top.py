@@ -4,8 +4,9 @@ locks, the UART pins, and a *core*: any component with a serial ``rx`` input and
 Cores available now (:data:`CORES`):
 
 - ``device``: the training device, :class:`~zipml.hw.device.Device` (UART, framing, the
-  dispatcher, resident memory and :class:`~zipml.hw.pipeline.SGDPipeline`) with the board's
-  W, lanes, n_max and memory;
+  dispatcher, resident memory and :class:`~zipml.hw.pipeline.SGDPipeline` or, on boards too
+  small for W lanes, :class:`~zipml.hw.serial.SerialSGDPipeline`) with the board's W, lanes,
+  n_max and memory;
 - ``echo``: the protocol echo device, UART -> :class:`~zipml.hw.framing.FrameReceiver` ->
   :class:`~zipml.hw.framing.FrameTransmitter` -> UART. Every request is answered with the
   receiver's verdict as status, its ``cmd``, ``seq`` and payload; the whole link can be
@@ -74,7 +75,8 @@ class EchoCore(wiring.Component):
 
 
 class PipelineProbe(wiring.Component):
-    """:class:`~zipml.hw.pipeline.SGDPipeline` with every port driven or observed, for
+    """:class:`~zipml.hw.pipeline.SGDPipeline` (or with ``serial``,
+    :class:`~zipml.hw.serial.SerialSGDPipeline`) with every port driven or observed, for
     synthesis only.
 
     Parameters
@@ -82,6 +84,8 @@ class PipelineProbe(wiring.Component):
     width : int
         W of the pipeline.
     n_max : int
+    lanes, tables, dsp, mul_stages, serial
+        As the board's (:class:`~zipml.hw.boards.Board`).
 
     Members
     -------
@@ -91,21 +95,28 @@ class PipelineProbe(wiring.Component):
         Registered XOR of every pipeline output.
     """
 
-    def __init__(self, *, width, n_max, lanes=None, tables=True, dsp=False, mul_stages=1):
+    def __init__(self, *, width, n_max, lanes=None, tables=True, dsp=False, mul_stages=1,
+                 serial=False):
         self.width = width
         self.n_max = n_max
         self.lanes = lanes
         self.tables = tables
-        self.dsp, self.mul_stages = dsp, mul_stages
+        self.dsp, self.mul_stages, self.serial = dsp, mul_stages, serial
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
         from .pipeline import SGDPipeline
+        from .serial import SerialSGDPipeline
 
         m = Module()
-        m.submodules.pipeline = dut = SGDPipeline(
-            self.width, self.n_max, lanes=self.lanes, max_table_bits=8 if self.tables else 1,
-            dsp=self.dsp, mul_stages=self.mul_stages)
+        table_bits = 8 if self.tables else 1
+        if self.serial:
+            dut = SerialSGDPipeline(self.width, self.n_max, max_table_bits=table_bits)
+        else:
+            dut = SGDPipeline(self.width, self.n_max, lanes=self.lanes,
+                              max_table_bits=table_bits, dsp=self.dsp,
+                              mul_stages=self.mul_stages)
+        m.submodules.pipeline = dut
 
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)
@@ -152,12 +163,12 @@ def make_core(board, core="device", *, build_id=0):
         from .device import Device
         return Device(board.width, board.n_max, board.memory_words, clk_freq=board.clk_freq,
                       baud=board.baud, lanes=board.lanes, dsp=board.dsp,
-                      mul_stages=board.mul_stages, build_id=build_id)
+                      mul_stages=board.mul_stages, serial=board.serial, build_id=build_id)
     if core == "echo":
         return EchoCore(clk_freq=board.clk_freq, baud=board.baud)
     if core == "pipeline":
         return PipelineProbe(width=board.width, n_max=board.n_max, lanes=board.lanes,
-                             dsp=board.dsp, mul_stages=board.mul_stages)
+                             dsp=board.dsp, mul_stages=board.mul_stages, serial=board.serial)
     raise ValueError(f"unknown core {core!r}; known: {', '.join(CORES)}")
 
 

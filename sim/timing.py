@@ -19,8 +19,8 @@ The schedule, per row of R words:
 from zipml import contract
 
 __all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
-           "UPDATE_WRITE", "EPOCH_GAP", "tree_stages", "dot_latency", "update_write", "run_cycles",
-           "efficiency"]
+           "UPDATE_WRITE", "EPOCH_GAP", "SERIAL_ROW_CYCLES", "tree_stages", "dot_latency",
+           "update_write", "run_cycles", "efficiency", "serial_slots", "serial_run_cycles"]
 
 #: Default extra register stages inside the lane products (SGDPipeline's ``mul_stages``): one
 #: splits the shift-and-add sums and registers the RAW hard-multiplier outputs.
@@ -90,3 +90,27 @@ def efficiency(width, config, epochs=1, snapshots=False, mul_stages=MUL_STAGES, 
     r = contract.row_words(width, config.fmt, config.n_features)
     return config.rows_per_epoch * r * epochs / run_cycles(width, config, epochs, snapshots,
                                                            mul_stages, lanes)
+
+
+#: The lane-serial pipeline (``zipml.hw.serial``): cycles of a row beyond its two passes over its
+#: field slots. The dot pass's last slot reaches the row sum three stages later (F1 .. F3), the
+#: gradient scalar takes SCALAR_STAGES, the row buffer's first word is fetched in two cycles, the
+#: update's last slot is written four stages later (F1 .. F4), and the next row's first word is
+#: taken the cycle after that.
+SERIAL_ROW_CYCLES = 3 + SCALAR_STAGES + 2 + 4 + 1
+
+
+def serial_slots(width, fmt, n_features):
+    """Cycles one pass over a row takes in the lane-serial pipeline: a cycle per field, and one
+    for a word without fields (the label word at W = 32)."""
+    p = contract.lanes_in_word(width, fmt)
+    r = contract.row_words(width, fmt, n_features)
+    return sum(max(1, min(p, n_features - j * p)) for j in range(r))
+
+
+def serial_run_cycles(width, config, epochs, snapshots=False):
+    """Busy cycles of a run of the lane-serial pipeline, with a steady source and sink: each row
+    takes its words for the dot product, then replays them for the update, and the next row
+    starts when the last word is written back."""
+    row = 2 * serial_slots(width, config.fmt, config.n_features) + SERIAL_ROW_CYCLES
+    return epochs * (config.rows_per_epoch * row + (config.n_features + 1 if snapshots else 0))

@@ -140,8 +140,8 @@ def test_committed_bitstream_matches_source(name):
     _check_report(report, manifest, board, board.core)
     if board.core == "device":
         params = report["parameters"]
-        assert (params["lanes"], params["dsp"], params["memory_words"]) == \
-            (board.lanes, board.dsp, board.memory_words)
+        assert (params["serial"], params["lanes"], params["dsp"], params["memory_words"]) == \
+            (board.serial, board.lanes, board.dsp, board.memory_words)
     assert report["timing"]["pass"]
     bitstream = folder / report["bitstream"]["file"]
     assert hashlib.sha256(bitstream.read_bytes()).hexdigest() == report["bitstream"]["sha256"]

@@ -4,6 +4,7 @@ per-epoch snapshots, counters) and, with a steady source and sink, with the cycl
 :func:`zipml.sim.timing.run_cycles`.
 
 Environment: ``WIDTH``, ``N_MAX``, ``LANES`` (formats with more fields per word are skipped),
+``SERIAL`` (1: the lane-serial pipeline, :func:`zipml.sim.timing.serial_run_cycles`),
 ``SUITES`` (comma-separated, see :func:`cases`), ``SEED``.
 """
 
@@ -27,6 +28,7 @@ WIDTH = int(os.environ.get("WIDTH", 32))
 N_MAX = int(os.environ.get("N_MAX", 128))
 LANES = int(os.environ.get("LANES", WIDTH))
 MUL_STAGES = int(os.environ.get("MUL_STAGES", timing.MUL_STAGES))
+SERIAL = os.environ.get("SERIAL", "0") == "1"
 SUITES = os.environ.get("SUITES", "formats").split(",")
 SEED = int(os.environ.get("SEED", 1))
 
@@ -244,7 +246,10 @@ class TB:
         what = f"{cfg} epochs={epochs}"
         cycles = int(d.cycles.value)
         if not case["idle"] and not case["backpressure"]:
-            want = timing.run_cycles(WIDTH, cfg, epochs, snaps, MUL_STAGES, lanes=LANES)
+            if SERIAL:
+                want = timing.serial_run_cycles(WIDTH, cfg, epochs, snaps)
+            else:
+                want = timing.run_cycles(WIDTH, cfg, epochs, snaps, MUL_STAGES, lanes=LANES)
             assert cycles == want, f"{what}: {cycles} cycles, the model says {want}"
         counters = (int(d.rows.value), int(d.epochs.value), int(d.saturated.value))
         c = golden.counters

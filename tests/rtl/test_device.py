@@ -16,15 +16,17 @@ BAUD = 3_000_000
 TIMEOUT_S = 200e-6          # frame timeout: short, so that tests pause briefly
 
 
-@pytest.mark.parametrize("width, n_max, memory_words, max_payload, lanes, dsp, tests", [
-    (32, 16, 128, 256, None, False, None),
+@pytest.mark.parametrize("width, n_max, memory_words, max_payload, lanes, dsp, serial, tests", [
+    (32, 16, 128, 256, None, False, False, None),
     # a build that refuses the narrowest fields, multiplying on hard multipliers (as ULX3S)
-    (32, 16, 128, 256, 8, True, ["commands_and_refusals", "streamed_training"]),
+    (32, 16, 128, 256, 8, True, False, ["commands_and_refusals", "streamed_training"]),
+    # the lane-serial pipeline (as iCEBreaker)
+    (32, 16, 128, 256, None, False, True, None),
 ])
-def test_device(request, width, n_max, memory_words, max_payload, lanes, dsp, tests):
+def test_device(request, width, n_max, memory_words, max_payload, lanes, dsp, serial, tests):
     top = Device(width, n_max, memory_words, clk_freq=CLK_FREQ, baud=BAUD,
                  max_payload=max_payload, batch_max=8, build_id=0x1234, rx_timeout=TIMEOUT_S,
-                 lanes=lanes, dsp=dsp)
+                 lanes=lanes, dsp=dsp, serial=serial)
     build_and_test(top, "device_tb", build_dir_for(request), testcase=tests, env={
         "CLK_FREQ": CLK_FREQ, "BAUD": BAUD, "WIDTH": width, "N_MAX": n_max,
         "MEMORY_WORDS": memory_words, "MAX_PAYLOAD": max_payload, "BATCH_MAX": 8,

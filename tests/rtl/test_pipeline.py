@@ -10,6 +10,7 @@ Run with ``WAVES=1`` to keep waveforms in ``build/<test id>``.
 import pytest
 
 from zipml.hw.pipeline import SGDPipeline
+from zipml.hw.serial import SerialSGDPipeline
 from zipml.sim.runner import build_and_test, build_dir_for, simulator_available
 
 NO_ICARUS = pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
@@ -49,3 +50,15 @@ def test_pipeline_fewer_lanes(request, width, n_max, lanes, dsp, mul_stages, sui
 @NO_ICARUS
 def test_pipeline_icarus(request):
     run(request, 32, 64, ["quick"], sim="icarus", seed=5)
+
+
+@pytest.mark.parametrize("width, n_max, suites", [
+    (32, 256, ["formats", "batches", "saturate"]),        # the iCEBreaker build
+    (64, 64, ["quick", "batches"]),
+])
+def test_serial_pipeline(request, width, n_max, suites):
+    """The lane-serial pipeline: the same numbers, one field per cycle."""
+    dut = SerialSGDPipeline(width, n_max)
+    build_and_test(dut, "pipeline_tb", build_dir_for(request), opt_fast="-O0",
+                   env={"WIDTH": width, "N_MAX": n_max, "LANES": dut.lanes, "SERIAL": 1,
+                        "SUITES": ",".join(suites), "SEED": width + n_max + 7})

@@ -1,0 +1,399 @@
+"""The lane-serial SGD pipeline: :class:`~zipml.hw.pipeline.SGDPipeline`'s interface and
+numbers, one field per cycle through one multiplier, for FPGAs too small for W lanes.
+
+Each row is taken twice through one datapath: its words from ``i_stream`` for the dot product
+(and into the row buffer), then, once the gradient scalar has c, from the row buffer for the
+update. Stage names as in :mod:`zipml.sim.timing` (:func:`~zipml.sim.timing.serial_run_cycles`)::
+
+    word source -> F0 one field of the word's shift register: code of sample A or B,
+                      table, snapshot and working-model reads
+                   F1 its value v (uniform, table or RAW) at RAW_FRAC fractional bits
+                   F2 w_hat * v (dot) or c * v (update): one 32 x 32 product
+                   F3 dot: row sum -> GradientScalar -> c; update: delta = round(c * v / 2**36)
+                   F4 update: w = sat(w - delta), written back (and to a snapshot bank)
+
+Every value is aligned to RAW_FRAC, so code and RAW rows share the multiplier and the sum:
+``floor(sum(w * v) / 2**30)`` and ``round(c * v / 2**36)`` are the contract's numbers for any
+format. Rows follow one another: a row's dot product starts after the row before it is written
+back, so the working model needs no forwarding. Model words live at their feature index.
+"""
+
+from amaranth import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+from ..contract import (
+    LABEL_BITS,
+    LR_BITS,
+    MAX_BITS,
+    MODEL_BITS,
+    RAW_FRAC,
+    SCALAR_FRAC,
+    Encoding,
+    LevelMode,
+    accumulator_bits,
+    lanes_in_last_word,
+    lanes_in_word,
+    row_words,
+)
+from .lanes import (
+    FMT_ID_BITS,
+    VALUE_FRAC,
+    VALUE_SHAPE,
+    all_formats,
+    fmt_id,
+    lane_codes,
+    uniform_value,
+)
+from .pipeline import ConfigLayout, TableEntry
+from .scalar import GradientScalar, saturate
+
+__all__ = ["SerialSGDPipeline"]
+
+_ALIGN = RAW_FRAC - VALUE_FRAC              # code values move up to RAW_FRAC
+_DELTA_SHIFT = SCALAR_FRAC - 24 + RAW_FRAC  # delta = round(c * v / 2**36)
+
+
+class SerialSGDPipeline(wiring.Component):
+    """Low-precision SGD over a stream of packed rows, one field per cycle.
+
+    Takes every format of a ``width``-bit word (its ``lanes`` is W) and has the members of
+    :class:`~zipml.hw.pipeline.SGDPipeline`; ``cycles`` follows
+    :func:`zipml.sim.timing.serial_run_cycles`.
+
+    Parameters
+    ----------
+    width : int
+        W, bits per input word.
+    n_max : int
+        Largest n_features.
+    max_table_bits : int
+        Largest b for which level tables are held (1 drops the table).
+    """
+
+    def __init__(self, width=32, n_max=256, *, max_table_bits=MAX_BITS):
+        if width % 32 or width < 32:
+            raise ValueError(f"width must be a multiple of 32, not {width}")
+        self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
+        self.formats = all_formats(width)
+        self.lanes = width
+        self.raw_lanes = width // 32
+        self.row_words_max = max(row_words(width, f, n_max) for f in self.formats)
+        self.acc_width = accumulator_bits(n_max)
+        super().__init__({
+            "config": In(ConfigLayout),
+            "start": In(1), "load": In(1), "read": In(1), "busy": Out(1),
+            "i_stream": In(stream.Signature(width)),
+            "i_model": In(stream.Signature(signed(MODEL_BITS))),
+            "o_model": Out(stream.Signature(signed(MODEL_BITS))),
+            "i_table": In(stream.Signature(TableEntry)),
+            "rows": Out(32), "saturated": Out(32), "epochs": Out(16), "cycles": Out(48),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cfg = self.config
+        W = self.width
+        n = cfg.n_features
+        idx_bits = max(1, ceil_log2(self.n_max))
+
+        # --- the run-time format's constants (registered) ----------------------------------------
+        fid = Signal(FMT_ID_BITS)
+        m.d.comb += fid.eq(Cat((cfg.bits - 1)[:FMT_ID_BITS - 2], cfg.encoding))
+        is_raw = Signal()
+        table_mode = Signal()
+        unsigned_levels = Signal()
+        per_word = Signal(range(W + 1))
+        per_last = Signal(range(W + 1))
+        field_bits = Signal(range(33))
+        half = Signal(MAX_BITS + 1)
+        m.d.sync += [is_raw.eq(cfg.encoding == Encoding.RAW),
+                     table_mode.eq(cfg.levels == LevelMode.TABLE),
+                     unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED)]
+        with m.If(cfg.encoding == Encoding.RAW):
+            raw_fmt = self.formats[-1]
+            m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
+                         per_last.eq(lanes_in_last_word(W, raw_fmt)), field_bits.eq(32)]
+        with m.Else():
+            with m.Switch(fid):
+                for f in self.formats[:-1]:
+                    with m.Case(fmt_id(f.encoding, f.bits)):
+                        m.d.sync += [per_word.eq(lanes_in_word(W, f)),
+                                     per_last.eq(lanes_in_last_word(W, f)),
+                                     field_bits.eq(f.field_bits),
+                                     half.eq(1 << (MAX_BITS - f.bits))]
+
+        # --- memories ----------------------------------------------------------------------------
+        m.submodules.work = work = memory.Memory(shape=signed(MODEL_BITS), depth=self.n_max,
+                                                 init=[])
+        m.submodules.snap = snap = memory.Memory(shape=signed(MODEL_BITS), depth=2 << idx_bits,
+                                                 init=[])
+        m.submodules.row_buffer = row_buffer = memory.Memory(shape=W, depth=self.row_words_max,
+                                                             init=[])
+        work_wr, work_rd = work.write_port(), work.read_port()
+        snap_wr, snap_rd = snap.write_port(), snap.read_port()
+        buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
+        table_bits = min(MAX_BITS, self.max_table_bits) if self.max_table_bits >= 2 else 0
+        tab_rd = None
+        if table_bits:
+            m.submodules.table = table = memory.Memory(shape=VALUE_SHAPE, depth=1 << table_bits,
+                                                       init=[])
+            tab_wr, tab_rd = table.write_port(), table.read_port()
+            entry = self.i_table.payload
+            m.d.comb += [tab_wr.addr.eq(entry.index), tab_wr.data.eq(entry.value),
+                         tab_wr.en.eq(self.i_table.valid & (entry.index < (1 << table_bits)))]
+        m.d.comb += self.i_table.ready.eq(1)
+
+        # --- run state ---------------------------------------------------------------------------
+        running = Signal()
+        epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
+        lr_shift = Signal(6)
+        decay_cnt = Signal(16)
+        lr_e = Signal(LR_BITS)
+        m.d.sync += lr_e.eq(Mux(lr_shift >= len(lr_e), 0, cfg.lr >> lr_shift))
+        row_in_epoch = Signal(32)
+        row_in_batch = Signal(16)
+        kpar = Signal()
+        first_batch = Signal()
+        last_of_epoch = Signal()
+        last_of_batch = Signal()
+        m.d.comb += [last_of_epoch.eq(row_in_epoch == cfg.rows_per_epoch - 1),
+                     last_of_batch.eq((row_in_batch == cfg.batch - 1) | last_of_epoch)]
+        rbank = Mux(first_batch, epoch_bank, epoch_bank ^ kpar ^ cfg.delay)
+        wbank = epoch_bank ^ 1 ^ kpar
+
+        # --- the row's phases: dot product, waiting for c, update, waiting for write-back --------
+        updating = Signal()                 # the words come from the row buffer
+        row_taken = Signal()                # every word of the row is in for this phase
+        c = Signal(signed(32))
+        row_flag = Signal()                 # g or c saturated
+        row_done = Signal()                 # F4 writes the row's last field
+
+        # the row buffer as a stream of the row's words (its read port's register is the stage)
+        buf_valid = Signal()
+        buf_ptr = Signal(range(self.row_words_max + 1))
+        buf_end = Signal(range(self.row_words_max + 1))
+
+        # --- F0: words into the shift register, one field out per cycle --------------------------
+        sh = Signal(W)                      # the word, its next field in the low bits
+        slots = Signal(range(W + 1))        # cycles left on this word (at least 1 per word)
+        fields = Signal(range(W + 1))       # fields left on this word
+        sh_last = Signal()                  # sh holds the row's last word
+        wi = Signal(range(self.row_words_max + 1))
+        rem = Signal(17)                    # features left in the row from this word on
+        fi = Signal(idx_bits)              # feature index of the next field
+        label = Signal(signed(LABEL_BITS))
+
+        src_valid = Mux(updating, buf_valid, self.i_stream.valid)
+        src_word = Mux(updating, buf_rd.data, self.i_stream.payload)
+        take = Signal()
+        m.d.comb += take.eq(running & ~row_taken & src_valid & (slots <= 1))
+        m.d.comb += self.i_stream.ready.eq(running & ~updating & ~row_taken & (slots <= 1))
+        buf_fetch = ~buf_valid | (take & updating)
+        m.d.comb += [buf_rd.addr.eq(buf_ptr), buf_rd.en.eq(buf_fetch),
+                     buf_wr.addr.eq(wi), buf_wr.data.eq(self.i_stream.payload),
+                     buf_wr.en.eq(take & ~updating)]
+        with m.If(buf_fetch):
+            m.d.sync += buf_valid.eq(updating & (buf_ptr != buf_end))
+            with m.If(updating & (buf_ptr != buf_end)):
+                m.d.sync += buf_ptr.eq(buf_ptr + 1)
+
+        word_last = rem <= per_last
+        word_fields = Mux(rem < per_word, rem, per_word)
+        slot = slots != 0
+        slot_ok = fields != 0
+        slot_last = sh_last & (slots == 1)
+        with m.If(take):
+            m.d.sync += [sh.eq(src_word), slots.eq(Mux(word_fields == 0, 1, word_fields)),
+                         fields.eq(word_fields), sh_last.eq(word_last)]
+            with m.If(word_last):
+                m.d.sync += [wi.eq(0), rem.eq(n), row_taken.eq(1)]
+                with m.If(~updating):
+                    m.d.sync += [label.eq(self.i_stream.payload[W - LABEL_BITS:]),
+                                 buf_end.eq(wi + 1)]
+            with m.Else():
+                m.d.sync += [wi.eq(wi + 1),
+                             rem.eq(Mux(rem > per_word, rem - per_word, 0))]
+        with m.Elif(slot):
+            m.d.sync += [sh.eq(sh >> field_bits), slots.eq(slots - 1),
+                         fields.eq(Mux(slot_ok, fields - 1, 0))]
+        with m.If(slot & slot_ok):
+            m.d.sync += fi.eq(fi + 1)
+
+        k_a, nk_a = lane_codes(m, sh, 0, W, fid, "A")
+        k_b, nk_b = lane_codes(m, sh, 0, W, fid, "B")
+        k = Mux(updating, k_b, k_a)
+        nk = Mux(updating, nk_b, nk_a)
+        if tab_rd is not None:
+            m.d.comb += tab_rd.addr.eq(k)
+        m.d.comb += snap_rd.addr.eq(Cat(fi, rbank))
+
+        stage = data.StructLayout({"valid": 1, "ok": 1, "update": 1, "last": 1,
+                                   "fi": len(fi)})
+        f1 = Signal(stage)
+        f1_uni = Signal(VALUE_SHAPE)
+        f1_raw = Signal(signed(32))
+        m.d.sync += [f1.valid.eq(slot & running), f1.ok.eq(slot_ok), f1.update.eq(updating),
+                     f1.last.eq(slot_last), f1.fi.eq(fi),
+                     f1_uni.eq(uniform_value(nk, half, unsigned_levels)), f1_raw.eq(sh[:32])]
+
+        # --- F1: the value and the product's operands --------------------------------------------
+        code_value = f1_uni if tab_rd is None else Mux(table_mode, tab_rd.data, f1_uni)
+        value = Mux(is_raw, f1_raw, code_value << _ALIGN)
+        f2 = Signal(stage)
+        f2_a = Signal(signed(32))
+        f2_v = Signal(signed(32))
+        f2_w = Signal(signed(MODEL_BITS))
+        m.d.sync += [f2.eq(f1), f2_a.eq(Mux(f1.update, c, snap_rd.data)),
+                     f2_v.eq(Mux(f1.ok, value, 0)), f2_w.eq(work_rd.data)]
+
+        # --- F2: the product ---------------------------------------------------------------------
+        f3 = Signal(stage)
+        f3_p = Signal(signed(64))
+        f3_w = Signal(signed(MODEL_BITS))
+        m.d.sync += [f3.eq(f2), f3_p.eq(f2_a * f2_v), f3_w.eq(f2_w)]
+
+        # --- F3: dot: the row sum into the gradient scalar; update: delta ------------------------
+        acc = Signal(signed(self.acc_width))
+        acc_next = Signal(signed(self.acc_width))
+        m.d.comb += acc_next.eq(acc + f3_p)
+        dot_end = f3.valid & ~f3.update & f3.last
+        with m.If(f3.valid & ~f3.update):
+            m.d.sync += acc.eq(Mux(f3.last, 0, acc_next))
+        m.submodules.scalar = scalar = GradientScalar(
+            sum_width=self.acc_width - _ALIGN, lo_width=1, frac=VALUE_FRAC, lo_shift=_ALIGN)
+        m.d.comb += [scalar.i_valid.eq(dot_end), scalar.i_sum.eq(acc_next >> _ALIGN),
+                     scalar.i_lo.eq(0), scalar.raw.eq(0), scalar.i_label.eq(label),
+                     scalar.loss.eq(cfg.loss), scalar.lr.eq(lr_e)]
+        f4 = Signal(stage)
+        f4_d = Signal(signed(30))
+        f4_w = Signal(signed(MODEL_BITS))
+        m.d.sync += [f4.eq(f3), f4_w.eq(f3_w),
+                     f4_d.eq((f3_p + (1 << (_DELTA_SHIFT - 1))) >> _DELTA_SHIFT)]
+
+        # --- F4: write back ----------------------------------------------------------------------
+        new_w, w_sat = saturate(m, f4_w - f4_d, MODEL_BITS, "new_w")
+        write = f4.valid & f4.update & f4.ok
+        row_sat = Signal()
+        sat_rows = Signal(32)
+        m.d.comb += row_done.eq(f4.valid & f4.update & f4.last)
+        any_sat = row_sat | row_flag | (write & w_sat)
+        with m.If(row_done):
+            m.d.sync += row_sat.eq(0)
+            with m.If(any_sat):
+                m.d.sync += sat_rows.eq(sat_rows + 1)
+        with m.Elif(write & w_sat):
+            m.d.sync += row_sat.eq(1)
+        m.d.comb += self.saturated.eq(sat_rows)
+
+        # --- phase changes -----------------------------------------------------------------------
+        with m.If(dot_end):
+            m.d.sync += fi.eq(0)
+        with m.If(scalar.o_valid):
+            m.d.sync += [c.eq(scalar.o_c), row_flag.eq(scalar.o_sat), updating.eq(1),
+                         row_taken.eq(0), buf_ptr.eq(0), buf_valid.eq(0)]
+        with m.If(row_done):
+            m.d.sync += [updating.eq(0), row_taken.eq(0), fi.eq(0),
+                         self.rows.eq(self.rows + 1),
+                         row_in_epoch.eq(row_in_epoch + 1)]
+            with m.If(last_of_batch):
+                m.d.sync += [row_in_batch.eq(0), kpar.eq(~kpar), first_batch.eq(0)]
+            with m.Else():
+                m.d.sync += row_in_batch.eq(row_in_batch + 1)
+
+        # --- model load / read-back --------------------------------------------------------------
+        loading = Signal()
+        reading = Signal()
+        ld_idx = Signal(idx_bits)
+        rb_idx = Signal(range(self.n_max + 1))
+        rb_valid = Signal()
+        rb_advance = ~rb_valid | self.o_model.ready
+        rb_issue = reading & rb_advance & (rb_idx != n)
+        rb_finish = reading & rb_advance & (rb_idx == n)
+        m.d.comb += [self.o_model.valid.eq(rb_valid), self.o_model.payload.eq(work_rd.data),
+                     self.i_model.ready.eq(loading)]
+        with m.If(reading & rb_advance):
+            m.d.sync += rb_valid.eq(rb_issue)
+        with m.If(rb_issue):
+            m.d.sync += rb_idx.eq(rb_idx + 1)
+        ld_fire = self.i_model.valid & loading
+        with m.If(ld_fire):
+            m.d.sync += ld_idx.eq(ld_idx + 1)
+        with m.If(loading):
+            m.d.comb += [work_wr.addr.eq(ld_idx), work_wr.data.eq(self.i_model.payload),
+                         work_wr.en.eq(ld_fire),
+                         snap_wr.addr.eq(Cat(ld_idx, epoch_bank)),
+                         snap_wr.data.eq(self.i_model.payload), snap_wr.en.eq(ld_fire)]
+        with m.Else():
+            m.d.comb += [work_wr.addr.eq(f4.fi), work_wr.data.eq(new_w), work_wr.en.eq(write),
+                         snap_wr.addr.eq(Cat(f4.fi, wbank)), snap_wr.data.eq(new_w),
+                         snap_wr.en.eq(write & last_of_batch)]
+        with m.If(reading):
+            m.d.comb += [work_rd.addr.eq(rb_idx), work_rd.en.eq(rb_issue)]
+        with m.Else():
+            m.d.comb += work_rd.addr.eq(fi)
+
+        # --- the run's state machine -------------------------------------------------------------
+        last_epoch = self.epochs + 1 == cfg.epochs
+
+        def restart_epoch():
+            return [row_in_epoch.eq(0), row_in_batch.eq(0), kpar.eq(0), first_batch.eq(1),
+                    wi.eq(0), rem.eq(n), fi.eq(0), updating.eq(0), row_taken.eq(0),
+                    acc.eq(0), row_sat.eq(0)]
+
+        with m.FSM():
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0),
+                                 self.cycles.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
+                                 slots.eq(0), fields.eq(0), *restart_epoch()]
+                    m.next = "RUN"
+                with m.Elif(self.load):
+                    m.d.sync += [epoch_bank.eq(0), ld_idx.eq(0)]
+                    m.next = "LOAD"
+                with m.Elif(self.read):
+                    m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
+                    m.next = "READ"
+            with m.State("LOAD"):
+                m.d.comb += [loading.eq(1), self.busy.eq(1)]
+                with m.If(ld_fire & (ld_idx == n - 1)):
+                    m.next = "IDLE"
+            with m.State("READ"):
+                m.d.comb += [reading.eq(1), self.busy.eq(1)]
+                with m.If(rb_finish):
+                    m.next = "IDLE"
+            with m.State("RUN"):
+                m.d.comb += [running.eq(1), self.busy.eq(1)]
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(row_done & last_of_epoch):
+                    m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(wbank),
+                                 *restart_epoch()]
+                    with m.If(cfg.lr_decay_epochs != 0):
+                        with m.If(decay_cnt + 1 == cfg.lr_decay_epochs):
+                            m.d.sync += [decay_cnt.eq(0),
+                                         lr_shift.eq(Mux(lr_shift == 63, 63, lr_shift + 1))]
+                        with m.Else():
+                            m.d.sync += decay_cnt.eq(decay_cnt + 1)
+                    with m.If(cfg.snapshots):
+                        m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
+                        m.next = "SNAP"
+                    with m.Elif(last_epoch):
+                        m.next = "IDLE"
+            with m.State("SNAP"):
+                m.d.comb += [reading.eq(1), self.busy.eq(1)]
+                m.d.sync += self.cycles.eq(self.cycles + 1)
+                with m.If(rb_finish):
+                    with m.If(self.epochs == cfg.epochs):
+                        m.next = "IDLE"
+                    with m.Else():
+                        m.next = "RUN"
+        return m
+
+    @property
+    def capabilities(self):
+        """What this build supports, for a system top to report."""
+        return {"width": self.width, "n_max": self.n_max, "max_table_bits": self.max_table_bits,
+                "lanes": self.lanes, "encodings": [e.name for e in Encoding],
+                "raw_lanes": self.raw_lanes}
+
