@@ -266,18 +266,21 @@ class DeviceCore(wiring.Component):
         with m.Else():
             m.d.comb += state.eq(DeviceState.IDLE)
 
-        # --- format constants: features per word and in a row's last word -------------------------
+        # --- constants of the configuration, registered (a cycle after CONFIGURE writes creq):
+        # features per word and in a row's last word, the last feature's index
         per_word = Signal(range(W + 1))
         per_last = Signal(range(W + 1))
+        n_last = Signal(16)
+        m.d.sync += n_last.eq(creq.n_features - 1)
         with m.If(creq.encoding == Encoding.RAW):
             raw = contract.Format(Encoding.RAW, 1)
-            m.d.comb += [per_word.eq(contract.lanes_in_word(W, raw)),
+            m.d.sync += [per_word.eq(contract.lanes_in_word(W, raw)),
                          per_last.eq(contract.lanes_in_last_word(W, raw))]
         with m.Else():
             with m.Switch(Cat(creq.bits[:4], creq.encoding[:2])):
                 for f in self.formats[:-1]:
                     with m.Case(f.bits | (int(f.encoding) << 4)):
-                        m.d.comb += [per_word.eq(contract.lanes_in_word(W, f)),
+                        m.d.sync += [per_word.eq(contract.lanes_in_word(W, f)),
                                      per_last.eq(contract.lanes_in_last_word(W, f))]
 
         # --- the pipeline's configuration ---------------------------------------------------------
@@ -583,7 +586,7 @@ class DeviceCore(wiring.Component):
                         with m.Case(Cmd.CONFIGURE.value):
                             m.d.sync += [*power_up(), configured.eq(1), creq.eq(req_cfg),
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
-                            m.next = "CFG_R"
+                            m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
                             m.d.sync += [idx_end.eq(req_off.offset + lm_count)]
                             with m.If(lm_count == 0):
@@ -614,6 +617,8 @@ class DeviceCore(wiring.Component):
                     m.next = "RESP_HDR"
 
             # --- CONFIGURE: R, the epoch's words, a zero model ------------------------------------
+            with m.State("CFG_FMT"):
+                m.next = "CFG_R"                   # per_word and per_last take creq in
             with m.State("CFG_R"):
                 with m.If(cfg_rem <= per_last):
                     m.d.sync += [mul_acc.eq(0), mul_cand.eq(creq.rows_per_epoch),
@@ -639,7 +644,7 @@ class DeviceCore(wiring.Component):
                 m.d.comb += [pipe.i_model.valid.eq(1), pipe.i_model.payload.eq(0)]
                 with m.If(pipe.i_model.ready):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == n - 1):
+                    with m.If(idx == n_last):
                         respond(Status.OK)
 
             # --- LOAD_MODEL: read all, merge, load all --------------------------------------------
@@ -654,7 +659,7 @@ class DeviceCore(wiring.Component):
                              st_wr.en.eq(pipe.o_model.valid)]
                 with m.If(pipe.o_model.valid):
                     m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == n - 1):
+                    with m.If(idx == n_last):
                         m.d.sync += [idx.eq(req_off.offset), bcnt.eq(0)]
                         m.next = "LM_DATA"
             with m.State("LM_DATA"):
@@ -682,7 +687,7 @@ class DeviceCore(wiring.Component):
                         m.d.sync += idx.eq(idx + 1)
                 with m.If(lvalid & pipe.i_model.ready):
                     m.d.sync += idx_end.eq(idx_end + 1)        # words loaded
-                    with m.If(idx_end == n - 1):
+                    with m.If(idx_end == n_last):
                         respond(Status.OK)
 
             # --- LOAD_LEVELS: check every entry into a buffer, then write the pipeline ------------
