@@ -71,6 +71,8 @@ def build_parser():
     serve.add_argument("--dsp", type=int, nargs="?", const=True, default=False, metavar="K",
                        help="lane products on hard multipliers: every lane's, or those of "
                             "the first K lanes (as the ULX3S build)")
+    serve.add_argument("--serial", action="store_true",
+                       help="the lane-serial trainer (one field per cycle, every format)")
     serve.add_argument("--fifos", metavar="DIR",
                        help="serve it on named pipes laid out like the PCIe board's XDMA "
                             "character devices, DIR/xdma0_h2c_0 and DIR/xdma0_c2h_0 "
@@ -196,7 +198,7 @@ def run_serve_sim(args):
           file=sys.stderr, flush=True)
     params = dict(width=args.width, n_max=args.n_max, memory_words=args.memory_words,
                   max_payload=args.max_payload, batch_max=args.batch_max, lanes=args.lanes,
-                  dsp=args.dsp)
+                  dsp=args.dsp, serial=args.serial)
     board = None
     if args.fifos:
         import os
@@ -215,7 +217,7 @@ def run_serve_sim(args):
         where, pipes = f"socket://127.0.0.1:{port}", ""
     stopping, status = [], 0
     signal.signal(signal.SIGTERM, lambda *_: stopping.append(1))
-    lanes = f", {args.lanes} lanes" if args.lanes else ""
+    lanes = ", lane-serial" if args.serial else f", {args.lanes} lanes" if args.lanes else ""
     print(f"serving {where} (W={args.width}{lanes}, n_max={args.n_max}{pipes}); "
           "Ctrl-C stops it",
           flush=True)

@@ -48,12 +48,12 @@ __all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "build", "serve",
 #: Default parameters of the simulated device.
 DEFAULTS = dict(width=64, n_max=64, memory_words=4096, max_payload=1024, batch_max=256,
                 clk_freq=12_000_000, build_id=0x5157, lanes=None, tables=True, dsp=False,
-                mul_stages=1)
+                mul_stages=1, serial=False)
 
 #: Sources whose text determines the generated Verilog (besides the parameters).
-_SOURCES = ("hw/device.py", "hw/resident.py", "hw/pipeline.py", "hw/lanes.py", "hw/scalar.py",
-            "hw/framing.py", "hw/uart.py", "zipml/contract.py", "zipml/protocol.py",
-            "sim/timing.py")
+_SOURCES = ("hw/device.py", "hw/resident.py", "hw/pipeline.py", "hw/serial.py", "hw/lanes.py",
+            "hw/scalar.py", "hw/framing.py", "hw/uart.py", "zipml/contract.py",
+            "zipml/protocol.py", "sim/timing.py")
 
 #: The core's frame timeout in simulated seconds. A socket may deliver a frame in pieces with
 #: simulated time running in between, so it is longer than a board's.
@@ -141,7 +141,7 @@ def make_core(**params):
         p["width"], p["n_max"], p["memory_words"], clk_freq=p["clk_freq"], baud=0,
         max_payload=p["max_payload"], batch_max=p["batch_max"], build_id=p["build_id"],
         rx_timeout=_RX_TIMEOUT, lanes=p["lanes"], tables=p["tables"], dsp=p["dsp"],
-        mul_stages=p["mul_stages"]))
+        mul_stages=p["mul_stages"], serial=p["serial"]))
 
 
 def _key(params):

@@ -79,3 +79,26 @@ def test_stall_free_condition():
             stall_free = batch - 1 >= lat + timing.update_write() - 2
             ideal = rows + lat + timing.update_write()
             assert (timing.run_cycles(width, cfg, 1) == ideal) == stall_free, (width, batch)
+
+
+@pytest.mark.parametrize("width, fmt, n, slots", [
+    (32, Format(Encoding.RAW, 1), 3, 4),         # a field per word, then the label word
+    (64, Format(Encoding.PAIR, 4), 6, 7),        # 6 fields below 8, the label word alone
+    (128, Format(Encoding.PAIR, 4), 12, 12),     # one word: 12 fields below the label
+    (128, Format(Encoding.PAIR, 4), 20, 20),     # 16 + 4
+    (32, Format(Encoding.SINGLE, 1), 100, 101),  # 32 + 32 + 32 + 4, the label word
+])
+def test_serial_slots(width, fmt, n, slots):
+    """The lane-serial pipeline spends a cycle per field and one per word without fields."""
+    assert timing.serial_slots(width, fmt, n) == slots
+
+
+def test_serial_run_cycles():
+    """Rows one after another: two passes and the fixed overhead per row, whatever the batch;
+    snapshots add n + 1 cycles an epoch."""
+    fmt = Format(Encoding.PAIR, 4)
+    row = 2 * timing.serial_slots(32, fmt, 10) + timing.SERIAL_ROW_CYCLES
+    for batch, delay in [(1, 0), (8, 1)]:
+        cfg = _cfg(fmt, 10, 50, batch, delay)
+        assert timing.serial_run_cycles(32, cfg, 3) == 3 * 50 * row
+        assert timing.serial_run_cycles(32, cfg, 3, snapshots=True) == 3 * (50 * row + 11)

@@ -39,8 +39,23 @@ def board():
     assert stop(proc) == 0
 
 
+@pytest.fixture(scope="module")
+def serial_board():
+    proc, port = start_virtual_board(**PARAMS, serial=True)
+    yield proc, port
+    assert stop(proc) == 0
+
+
 def test_client_trains_bit_exact(board):
-    _, port = board
+    train_bit_exact(board[1])
+
+
+def test_lane_serial_board_trains_bit_exact(serial_board):
+    """The lane-serial trainer (as the iCE40 build) gives the same words."""
+    train_bit_exact(serial_board[1])
+
+
+def train_bit_exact(port):
     with DeviceClient(SerialTransport(f"socket://127.0.0.1:{port}"), timeout=5) as client:
         assert (client.width, client.n_max, client.memory_words) == (32, 16, 512)
         assert client.info["baud"] == 0
