@@ -7,8 +7,9 @@ Data flow::
                                                         |                 UARTTransmitter -> tx
                      ResidentMemory <- STORE_DATA words |
                      ResidentMemory -> RUN_EPOCHS words +--> 3-word FIFO --> SGDPipeline
-                                 TRAIN_STREAM words ----+      (i_stream; i_model, o_model,
-                                                                i_table from the dispatcher)
+                                 TRAIN_STREAM words ----+      (i_stream; i_model, i_table
+                                                                from the dispatcher; o_model
+                                                                to it through a 2-word FIFO)
 
 :class:`DeviceCore` is everything after the UART (bytes in, bytes out); :class:`Device` adds
 the UART. The dispatcher follows :class:`zipml.sim.protocol_device.ProtocolDevice`, the
@@ -212,6 +213,12 @@ class DeviceCore(wiring.Component):
         # paths (three words: one per cycle through it)
         words = fifo.SyncFIFOBuffered(width=W, depth=3)
         m.submodules.words = ResetInserter(datapath_rst)(words)
+        # ... and gives its model words to a short FIFO: the dispatcher's ready is then not a
+        # path into the pipeline's read-back (the model banks' read enables across the lanes)
+        model_words = fifo.SyncFIFOBuffered(width=32, depth=2)
+        m.submodules.model_words = ResetInserter(datapath_rst)(model_words)
+        wiring.connect(m, pipe.o_model, model_words.w_stream)
+        model_out = model_words.r_stream
         m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
         st_wr = staging.write_port()
         st_rd = staging.read_port()
@@ -654,10 +661,10 @@ class DeviceCore(wiring.Component):
                     m.d.sync += idx.eq(0)
                     m.next = "LM_READ"
             with m.State("LM_READ"):
-                m.d.comb += [pipe.o_model.ready.eq(1), st_wr.addr.eq(idx),
-                             st_wr.data.eq(pipe.o_model.payload),
-                             st_wr.en.eq(pipe.o_model.valid)]
-                with m.If(pipe.o_model.valid):
+                m.d.comb += [model_out.ready.eq(1), st_wr.addr.eq(idx),
+                             st_wr.data.eq(model_out.payload),
+                             st_wr.en.eq(model_out.valid)]
+                with m.If(model_out.valid):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == n_last):
                         m.d.sync += [idx.eq(req_off.offset), bcnt.eq(0)]
@@ -801,11 +808,11 @@ class DeviceCore(wiring.Component):
                 in_range = (idx >= rm_offset) & (idx < rm_offset + rm_count)
                 with m.If(idx == n):
                     m.next = "IDLE"
-                with m.Elif(pipe.o_model.valid):
-                    m.d.comb += pipe.o_model.ready.eq(1)
+                with m.Elif(model_out.valid):
+                    m.d.comb += model_out.ready.eq(1)
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(in_range):
-                        m.d.sync += [w_word.eq(pipe.o_model.payload), bcnt.eq(0)]
+                        m.d.sync += [w_word.eq(model_out.payload), bcnt.eq(0)]
                         m.next = "RM_BYTES"
             with m.State("RM_BYTES"):
                 m.d.comb += [txf.w_stream.valid.eq(1),
