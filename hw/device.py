@@ -73,6 +73,7 @@ from .framing import FrameReceiver, FrameTransmitter
 from .lanes import all_formats
 from .pipeline import SGDPipeline
 from .resident import ResidentMemory
+from .scalar import count_decay_epoch, decayed_lr
 from .serial import SerialSGDPipeline
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
@@ -292,7 +293,7 @@ class DeviceCore(wiring.Component):
 
         # --- the pipeline's configuration ---------------------------------------------------------
         lr_now = Signal(contract.LR_BITS)
-        m.d.comb += lr_now.eq(Mux(lr_shift >= contract.LR_BITS, 0, creq.lr >> lr_shift))
+        m.d.comb += lr_now.eq(decayed_lr(creq.lr, lr_shift))
         pc = pipe.config
         m.d.comb += [
             pc.n_features.eq(creq.n_features), pc.encoding.eq(creq.encoding),
@@ -331,12 +332,8 @@ class DeviceCore(wiring.Component):
                 rows_base.eq(rows_total), epochs_base.eq(epochs_total),
                 sat_base.eq(sat_total), cycles_base.eq(cycles_total),
             ]
-            with m.If((pipe.epochs != 0) & (creq.lr_decay_epochs != 0)):
-                with m.If(decay_cnt + 1 == creq.lr_decay_epochs):
-                    m.d.sync += [decay_cnt.eq(0),
-                                 lr_shift.eq(Mux(lr_shift == 63, 63, lr_shift + 1))]
-                with m.Else():
-                    m.d.sync += decay_cnt.eq(decay_cnt + 1)
+            with m.If(pipe.epochs != 0):
+                count_decay_epoch(m, creq.lr_decay_epochs, decay_cnt, lr_shift)
             with m.If(resident_run & (epochs_left != 0)):
                 m.d.sync += epochs_left.eq(epochs_left - 1)
         with m.Elif((epochs_left != 0) & ~run_active & ~pipe.busy):

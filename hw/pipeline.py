@@ -59,7 +59,7 @@ from .lanes import (
     sum_tree,
     uniform_value,
 )
-from .scalar import GradientScalar, saturate
+from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
 
 __all__ = ["ConfigLayout", "TableEntry", "SGDPipeline"]
 
@@ -367,7 +367,7 @@ class SGDPipeline(wiring.Component):
         lr_shift = Signal(6)
         decay_cnt = Signal(16)
         lr_e = Signal(LR_BITS)
-        m.d.sync += lr_e.eq(Mux(lr_shift >= LR_BITS, 0, cfg.lr >> lr_shift))
+        m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
 
         # input-side counters
         in_wi = Signal(range(self.row_words_max + 1))
@@ -843,12 +843,7 @@ class SGDPipeline(wiring.Component):
                 with m.If(epoch_done_now):
                     m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(done_wbank),
                                  *restart_input()]
-                    with m.If(cfg.lr_decay_epochs != 0):
-                        with m.If(decay_cnt + 1 == cfg.lr_decay_epochs):
-                            m.d.sync += [decay_cnt.eq(0),
-                                         lr_shift.eq(Mux(lr_shift == 63, 63, lr_shift + 1))]
-                        with m.Else():
-                            m.d.sync += decay_cnt.eq(decay_cnt + 1)
+                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_cnt, lr_shift)
                     with m.If(cfg.snapshots):
                         m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0),
                                      rb_valid.eq(0)]

@@ -1,12 +1,11 @@
 """The resident data memory behind STORE_DATA and RUN_EPOCHS.
 
-The device sees a write port and a read-out stream, nothing else. Writes (STORE_DATA) and
-read-outs (RUN_EPOCHS) never overlap, since the device refuses STORE_DATA while epochs run, so
-both ports share one address: a single-port memory holds the words, and ``synth_ice40 -spram``
-puts them in the iCE40UP5K's SPRAM (16 bits x 16K per block), ECP5 builds in block RAM.
+The device sees a write port and a read-out stream, nothing else, so the memory behind them can
+change per target (``amaranth.lib.memory`` here; iCE40 SPRAM later) without touching the
+dispatcher.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Module, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -18,8 +17,7 @@ class ResidentMemory(wiring.Component):
 
     A ``start`` pulse reads words ``0 .. length - 1`` out on ``o_stream``, one per cycle while
     the consumer is ready (the read port's data register is the output stage, so back-pressure
-    costs no bubble). A new ``start`` abandons a read-out in progress. A write takes the
-    memory's one address for its cycle: write only while no read-out is under way.
+    costs no bubble). A new ``start`` abandons a read-out in progress.
 
     Parameters
     ----------
@@ -59,13 +57,12 @@ class ResidentMemory(wiring.Component):
         m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth, init=[])
         wr = mem.write_port()
         rd = mem.read_port()
+        m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
+
         ptr = Signal(range(self.depth + 1))
         end = Signal(range(self.depth + 1))
         fetch = ~self.o_stream.valid | self.o_stream.ready
-        addr = Mux(self.w_en, self.w_addr, ptr)
-        m.d.comb += [wr.addr.eq(addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en),
-                     rd.addr.eq(addr), rd.en.eq(fetch & ~self.w_en),
-                     self.o_stream.payload.eq(rd.data)]
+        m.d.comb += [rd.addr.eq(ptr), rd.en.eq(fetch), self.o_stream.payload.eq(rd.data)]
         with m.If(self.start):
             m.d.sync += [ptr.eq(0), end.eq(self.length), self.o_stream.valid.eq(0)]
         with m.Elif(fetch):

@@ -21,7 +21,7 @@ from ..contract import (
     sigmoid_table,
 )
 
-__all__ = ["GradientScalar", "saturate"]
+__all__ = ["GradientScalar", "saturate", "decayed_lr", "count_decay_epoch"]
 
 
 def saturate(m, value, bits, name):
@@ -42,6 +42,21 @@ def saturate(m, value, bits, name):
     with m.Else():
         m.d.comb += out.eq(value)
     return out, flag
+
+
+def decayed_lr(lr, shift):
+    """``lr >> shift``, 0 once every bit is shifted out: the rate of a decayed epoch."""
+    return Mux(shift >= LR_BITS, 0, lr >> shift)
+
+
+def count_decay_epoch(m, decay_epochs, count, shift):
+    """One finished epoch of the learning-rate decay: every ``decay_epochs`` epochs (0: never)
+    ``shift`` grows by one (up to 63), i.e. the rate halves."""
+    with m.If(decay_epochs != 0):
+        with m.If(count + 1 == decay_epochs):
+            m.d.sync += [count.eq(0), shift.eq(Mux(shift == 63, 63, shift + 1))]
+        with m.Else():
+            m.d.sync += count.eq(count + 1)
 
 
 class GradientScalar(wiring.Component):

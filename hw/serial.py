@@ -46,8 +46,8 @@ from .lanes import (
     lane_codes,
     uniform_value,
 )
-from .pipeline import ConfigLayout, TableEntry
-from .scalar import GradientScalar, saturate
+from .pipeline import ConfigLayout, SGDPipeline, TableEntry
+from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
 
 __all__ = ["SerialSGDPipeline"]
 
@@ -151,7 +151,7 @@ class SerialSGDPipeline(wiring.Component):
         lr_shift = Signal(6)
         decay_cnt = Signal(16)
         lr_e = Signal(LR_BITS)
-        m.d.sync += lr_e.eq(Mux(lr_shift >= len(lr_e), 0, cfg.lr >> lr_shift))
+        m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
         row_in_epoch = Signal(32)
         row_in_batch = Signal(16)
         kpar = Signal()
@@ -369,12 +369,7 @@ class SerialSGDPipeline(wiring.Component):
                 with m.If(row_done & last_of_epoch):
                     m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(wbank),
                                  *restart_epoch()]
-                    with m.If(cfg.lr_decay_epochs != 0):
-                        with m.If(decay_cnt + 1 == cfg.lr_decay_epochs):
-                            m.d.sync += [decay_cnt.eq(0),
-                                         lr_shift.eq(Mux(lr_shift == 63, 63, lr_shift + 1))]
-                        with m.Else():
-                            m.d.sync += decay_cnt.eq(decay_cnt + 1)
+                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_cnt, lr_shift)
                     with m.If(cfg.snapshots):
                         m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
                         m.next = "SNAP"
@@ -390,10 +385,5 @@ class SerialSGDPipeline(wiring.Component):
                         m.next = "RUN"
         return m
 
-    @property
-    def capabilities(self):
-        """What this build supports, for a system top to report."""
-        return {"width": self.width, "n_max": self.n_max, "max_table_bits": self.max_table_bits,
-                "lanes": self.lanes, "encodings": [e.name for e in Encoding],
-                "raw_lanes": self.raw_lanes}
+    capabilities = SGDPipeline.capabilities
 
