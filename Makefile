@@ -35,6 +35,7 @@ bench: $(STAMP)
 bitstreams: $(STAMP)
 	$(VENV)/bin/zipml build --board icebreaker
 	$(VENV)/bin/zipml build --board ulx3s-85f
+	$(VENV)/bin/zipml build --board ulx3s-85f-w128
 
 program: $(STAMP)
 	$(VENV)/bin/zipml program --board $(BOARD)

@@ -228,11 +228,25 @@ BOARDS = {
         # places, but routing stalls (docs/PIPELINE.md).
         width=64, n_max=256,
         lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, core="device",
-        # 45 MHz / 3 Mbaud = 15 cycles per bit.
+        # 60 MHz / 3 Mbaud = 20 cycles per bit.
         clk_in=25e6, clk_target=60e6,
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
         nextpnr_opts="--router router2",         # routes the trainer in about 60 iterations
+        programmer="openFPGALoader",
+        install_hint="apt-get install openfpgaloader (or see trabucayre/openFPGALoader)",
+    ),
+    "ulx3s-85f-w128": Board(
+        name="ulx3s-85f-w128", platform=ULX3S_85F_Platform, family="ecp5",
+        # W = 128 with the same 16 lanes: fields of 8 bits and more (SINGLE b = 8, PAIR
+        # b >= 4, COMPACT b >= 6, RAW) at 16 per cycle, twice the W = 64 build's for them;
+        # narrower fields are refused (32 lanes do not route).
+        width=128, n_max=256,
+        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, core="device",
+        clk_in=25e6, clk_target=45e6,             # 45 MHz / 3 Mbaud = 15 cycles per bit
+        baud=3_000_000, uart_bridge="FT231X",
+        synth_opts="",
+        nextpnr_opts="--router router2",
         programmer="openFPGALoader",
         install_hint="apt-get install openfpgaloader (or see trabucayre/openFPGALoader)",
     ),
