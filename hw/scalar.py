@@ -2,7 +2,7 @@
 section 4, steps 1 to 4), five registered stages.
 """
 
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -122,27 +122,33 @@ class GradientScalar(wiring.Component):
         v0 = Signal()
         d0 = Signal(signed(self.sum_width - self.frac + 1))
         y0 = Signal(signed(LABEL_BITS))
+        s = Signal()                        # the label's sign s = +1 (else -1)
         lo_carry = Mux(self.raw, self.i_lo >> self.lo_shift, 0)
-        m.d.sync += [v0.eq(self.i_valid), y0.eq(self.i_label),
+        m.d.sync += [v0.eq(self.i_valid), y0.eq(self.i_label), s.eq(self.i_label > 0),
                      d0.eq((self.i_sum + lo_carry) >> self.frac)]
 
-        # C1: the loss functions' operands; the sigmoid ROM is read.
+        # C1: the loss functions' operands; the sigmoid ROM is read at
+        # clamp(floor(-s D / 2**k) + half): the negation runs beside the sign's select, and the
+        # clamp is a test of the top bits, so one carry chain leads to the ROM.
         v1, s1, hinge1 = Signal(), Signal(), Signal()
         g_sq1 = Signal(signed(MODEL_BITS))
         sat1 = Signal()
         g_sq, sq_sat = saturate(m, d0 - y0, MODEL_BITS, "g_sq")
-        s = y0 > 0
         sd = Signal(signed(len(d0) + 1))
-        m.d.comb += sd.eq(Mux(s, d0, -d0))
-        t = Signal(signed(len(sd) + 1))
-        m.d.comb += t.eq((-sd) >> sig_shift)
+        nsd = Signal(signed(len(d0) + 1))
+        m.d.comb += [sd.eq(Mux(s, d0, -d0)), nsd.eq(Mux(s, -d0, d0))]
+        t = Signal(signed(len(nsd) - sig_shift))
+        m.d.comb += t.eq(nsd >> sig_shift)
+        k = half.bit_length() - 1           # half = 2**k
+        assert SIGMOID_ENTRIES == 2 * half == 2 << k
+        top = t[k:]
         idx = Signal(range(SIGMOID_ENTRIES))
-        with m.If(t < -half):
+        with m.If(top.all() | ~top.any()):  # -half <= t < half
+            m.d.comb += idx.eq(Cat(t[:k], ~t[k]))       # t + half
+        with m.Elif(t[-1]):
             m.d.comb += idx.eq(0)
-        with m.Elif(t >= half):
-            m.d.comb += idx.eq(SIGMOID_ENTRIES - 1)
         with m.Else():
-            m.d.comb += idx.eq(t + half)
+            m.d.comb += idx.eq(SIGMOID_ENTRIES - 1)
         m.d.comb += rom_rd.addr.eq(idx)
         m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(sd < one), g_sq1.eq(g_sq),
                      sat1.eq(sq_sat & (self.loss == Loss.SQUARED))]

@@ -34,6 +34,16 @@ def test_scalar_matches_golden(loss):
                         int(rng.choice([0, 1, -1, 1 << 24, -(1 << 31), (1 << 31) - 1,
                                         int(rng.integers(-(1 << 31), 1 << 31))])),
                         int(rng.choice([1, 1 << 18, (1 << 24) - 1]))))
+    # D around the ends of the sigmoid table: floor(-s D / 2**k) from -130 to 129
+    k = contract.MODEL_FRAC - contract.SIGMOID_STEP_LOG2
+    half = contract.SIGMOID_ENTRIES // 2
+    for t in (-half - 2, -half - 1, -half, -half + 1, -1, 0, 1, half - 2, half - 1, half,
+              half + 1):
+        for r in (0, (1 << k) - 1):
+            for y in (1, -1):
+                d = t * (1 << k) + r
+                d = -d if y > 0 else d
+                vectors.append((d << FRAC, 0, False, y, 1 << 18))
 
     results = []
 
