@@ -128,8 +128,8 @@ class GradientScalar(wiring.Component):
                      d0.eq((self.i_sum + lo_carry) >> self.frac)]
 
         # C1: the loss functions' operands; the sigmoid ROM is read at
-        # clamp(floor(-s D / 2**k) + half): the negation runs beside the sign's select, and the
-        # clamp is a test of the top bits, so one carry chain leads to the ROM.
+        # clamp(floor(-s D / 2**sig_shift) + half): the negation runs beside the sign's select,
+        # and the clamp is a test of the top bits, so one carry chain leads to the ROM.
         v1, s1, hinge1 = Signal(), Signal(), Signal()
         g_sq1 = Signal(signed(MODEL_BITS))
         sat1 = Signal()
