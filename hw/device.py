@@ -70,11 +70,10 @@ from ..protocol import (
     struct_bytes,
 )
 from .framing import FrameReceiver, FrameTransmitter
-from .lanes import all_formats
-from .pipeline import SGDPipeline
+from .lanes import all_formats, format_cases, format_id
 from .resident import ResidentMemory
 from .scalar import count_decay_epoch, decayed_lr
-from .serial import SerialSGDPipeline
+from .serial import make_trainer
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
 __all__ = ["DeviceCore", "Device"]
@@ -200,12 +199,9 @@ class DeviceCore(wiring.Component):
         # the pipeline is cycles later)
         datapath_rst = Signal()
         m.d.sync += datapath_rst.eq(pipe_rst)
-        table_bits = MAX_BITS if self.tables else 1
-        if self.serial:
-            pipe = SerialSGDPipeline(W, self.n_max, max_table_bits=table_bits)
-        else:
-            pipe = SGDPipeline(W, self.n_max, max_table_bits=table_bits, lanes=self.lanes,
-                               dsp=self.dsp, mul_stages=self.mul_stages)
+        pipe = make_trainer(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
+                            serial=self.serial, lanes=self.lanes, dsp=self.dsp,
+                            mul_stages=self.mul_stages)
         mem = ResidentMemory(W, self.memory_words)
         m.submodules.pipeline = ResetInserter(datapath_rst)(pipe)
         m.submodules.resident = ResetInserter(datapath_rst)(mem)
@@ -280,16 +276,10 @@ class DeviceCore(wiring.Component):
         per_last = Signal(range(W + 1))
         n_last = Signal(16)
         m.d.sync += n_last.eq(creq.n_features - 1)
-        with m.If(creq.encoding == Encoding.RAW):
-            raw = contract.Format(Encoding.RAW, 1)
-            m.d.sync += [per_word.eq(contract.lanes_in_word(W, raw)),
-                         per_last.eq(contract.lanes_in_last_word(W, raw))]
-        with m.Else():
-            with m.Switch(Cat(creq.bits[:4], creq.encoding[:2])):
-                for f in self.formats[:-1]:
-                    with m.Case(f.bits | (int(f.encoding) << 4)):
-                        m.d.sync += [per_word.eq(contract.lanes_in_word(W, f)),
-                                     per_last.eq(contract.lanes_in_last_word(W, f))]
+        for f in format_cases(m, creq.encoding, format_id(creq.encoding, creq.bits),
+                              self.formats):
+            m.d.sync += [per_word.eq(contract.lanes_in_word(W, f)),
+                         per_last.eq(contract.lanes_in_last_word(W, f))]
 
         # --- the pipeline's configuration ---------------------------------------------------------
         lr_now = Signal(contract.LR_BITS)

@@ -7,7 +7,7 @@ grids, table entries as they are), so every code format reaches the arithmetic a
 same numbers (numerator and denominator scale alike).
 """
 
-from amaranth import Const, Mux, Signal, Value, signed
+from amaranth import Cat, Const, Mux, Signal, Value, signed
 
 from ..contract import (
     MAX_BITS,
@@ -19,7 +19,8 @@ from ..contract import (
     lanes_in_word,
 )
 
-__all__ = ["VALUE_FRAC", "VALUE_SHAPE", "FMT_ID_BITS", "fmt_id", "code_formats", "all_formats",
+__all__ = ["VALUE_FRAC", "VALUE_SHAPE", "FMT_ID_BITS", "fmt_id", "format_id", "format_cases",
+           "code_formats", "all_formats",
            "lane_formats", "lane_table_bits", "lane_codes", "uniform_value", "shift_add_mul",
            "sum_tree"]
 
@@ -35,6 +36,24 @@ FMT_ID_BITS = _B_BITS + 2
 def fmt_id(encoding, bits):
     """The id a run-time format selects its per-lane case with."""
     return (int(encoding) << _B_BITS) | (bits - 1)
+
+
+def format_id(encoding, bits):
+    """The run-time :func:`fmt_id` of a configuration's ``encoding`` and ``bits`` (b >= 1)."""
+    return Cat((bits - 1)[:_B_BITS], encoding)
+
+
+def format_cases(m, encoding, fid, formats):
+    """Yield each of ``formats`` (RAW last, as :func:`all_formats` gives them) inside the case
+    that selects it at run time (RAW by ``encoding``, code formats by ``fid``): statements added
+    in the loop body apply when that format is configured."""
+    with m.If(encoding == Encoding.RAW):
+        yield formats[-1]
+    with m.Else():
+        with m.Switch(fid):
+            for f in formats[:-1]:
+                with m.Case(fmt_id(f.encoding, f.bits)):
+                    yield f
 
 
 def code_formats(width=None, lanes=None):

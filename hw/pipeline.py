@@ -51,7 +51,8 @@ from .lanes import (
     VALUE_FRAC,
     VALUE_SHAPE,
     all_formats,
-    fmt_id,
+    format_cases,
+    format_id,
     lane_codes,
     lane_table_bits,
     lanes_word_bits,
@@ -291,7 +292,7 @@ class SGDPipeline(wiring.Component):
 
         # --- format constants of the run-time format (registered) --------------------------------
         fid = Signal(FMT_ID_BITS)
-        m.d.comb += fid.eq(Cat((cfg.bits - 1)[:FMT_ID_BITS - 2], cfg.encoding))
+        m.d.comb += fid.eq(format_id(cfg.encoding, cfg.bits))
         is_raw = Signal()
         per_word = Signal(range(L + 1))
         per_last = Signal(range(L + 1))
@@ -303,17 +304,10 @@ class SGDPipeline(wiring.Component):
         raw_g = replicas("is_raw", 1, raw_now)
         table_g = replicas("table_mode", 1, cfg.levels == LevelMode.TABLE)
         unsigned_g = replicas("unsigned_levels", 1, cfg.levels == LevelMode.UNIFORM_UNSIGNED)
-        with m.If(raw_now):
-            raw_fmt = self.formats[-1]
-            m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
-                         per_last.eq(lanes_in_last_word(W, raw_fmt))]
-        with m.Else():
-            with m.Switch(fid):
-                for f in self.formats[:-1]:
-                    with m.Case(fmt_id(f.encoding, f.bits)):
-                        m.d.sync += [per_word.eq(lanes_in_word(W, f)),
-                                     per_last.eq(lanes_in_last_word(W, f)),
-                                     *(h.eq(1 << (MAX_BITS - f.bits)) for h in half_g)]
+        for f in format_cases(m, cfg.encoding, fid, self.formats):
+            m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f))]
+            if f.encoding != Encoding.RAW:
+                m.d.sync += [h.eq(1 << (MAX_BITS - f.bits)) for h in half_g]
         n = cfg.n_features
 
         # --- memories ----------------------------------------------------------------------------

@@ -42,14 +42,15 @@ from .lanes import (
     VALUE_FRAC,
     VALUE_SHAPE,
     all_formats,
-    fmt_id,
+    format_cases,
+    format_id,
     lane_codes,
     uniform_value,
 )
 from .pipeline import ConfigLayout, SGDPipeline, TableEntry
 from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
 
-__all__ = ["SerialSGDPipeline"]
+__all__ = ["SerialSGDPipeline", "make_trainer"]
 
 _ALIGN = RAW_FRAC - VALUE_FRAC              # code values move up to RAW_FRAC
 _DELTA_SHIFT = SCALAR_FRAC - 24 + RAW_FRAC  # delta = round(c * v / 2**36)
@@ -100,7 +101,7 @@ class SerialSGDPipeline(wiring.Component):
 
         # --- the run-time format's constants (registered) ----------------------------------------
         fid = Signal(FMT_ID_BITS)
-        m.d.comb += fid.eq(Cat((cfg.bits - 1)[:FMT_ID_BITS - 2], cfg.encoding))
+        m.d.comb += fid.eq(format_id(cfg.encoding, cfg.bits))
         is_raw = Signal()
         table_mode = Signal()
         unsigned_levels = Signal()
@@ -111,18 +112,11 @@ class SerialSGDPipeline(wiring.Component):
         m.d.sync += [is_raw.eq(cfg.encoding == Encoding.RAW),
                      table_mode.eq(cfg.levels == LevelMode.TABLE),
                      unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED)]
-        with m.If(cfg.encoding == Encoding.RAW):
-            raw_fmt = self.formats[-1]
-            m.d.sync += [per_word.eq(lanes_in_word(W, raw_fmt)),
-                         per_last.eq(lanes_in_last_word(W, raw_fmt)), field_bits.eq(32)]
-        with m.Else():
-            with m.Switch(fid):
-                for f in self.formats[:-1]:
-                    with m.Case(fmt_id(f.encoding, f.bits)):
-                        m.d.sync += [per_word.eq(lanes_in_word(W, f)),
-                                     per_last.eq(lanes_in_last_word(W, f)),
-                                     field_bits.eq(f.field_bits),
-                                     half.eq(1 << (MAX_BITS - f.bits))]
+        for f in format_cases(m, cfg.encoding, fid, self.formats):
+            m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f)),
+                         field_bits.eq(f.field_bits)]
+            if f.encoding != Encoding.RAW:
+                m.d.sync += half.eq(1 << (MAX_BITS - f.bits))
 
         # --- memories ----------------------------------------------------------------------------
         m.submodules.work = work = memory.Memory(shape=signed(MODEL_BITS), depth=self.n_max,
@@ -387,3 +381,12 @@ class SerialSGDPipeline(wiring.Component):
 
     capabilities = SGDPipeline.capabilities
 
+
+def make_trainer(width, n_max, *, max_table_bits=MAX_BITS, serial=False, lanes=None, dsp=False,
+                 mul_stages=1):
+    """The trainer of a build: :class:`SerialSGDPipeline` with ``serial``, else
+    :class:`~zipml.hw.pipeline.SGDPipeline` with ``lanes``, ``dsp`` and ``mul_stages``."""
+    if serial:
+        return SerialSGDPipeline(width, n_max, max_table_bits=max_table_bits)
+    return SGDPipeline(width, n_max, max_table_bits=max_table_bits, lanes=lanes, dsp=dsp,
+                       mul_stages=mul_stages)

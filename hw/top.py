@@ -105,18 +105,12 @@ class PipelineProbe(wiring.Component):
         super().__init__({"rx": In(1, init=1), "tx": Out(1, init=1)})
 
     def elaborate(self, platform):
-        from .pipeline import SGDPipeline
-        from .serial import SerialSGDPipeline
+        from .serial import make_trainer
 
         m = Module()
-        table_bits = 8 if self.tables else 1
-        if self.serial:
-            dut = SerialSGDPipeline(self.width, self.n_max, max_table_bits=table_bits)
-        else:
-            dut = SGDPipeline(self.width, self.n_max, lanes=self.lanes,
-                              max_table_bits=table_bits, dsp=self.dsp,
-                              mul_stages=self.mul_stages)
-        m.submodules.pipeline = dut
+        m.submodules.pipeline = dut = make_trainer(
+            self.width, self.n_max, max_table_bits=8 if self.tables else 1, serial=self.serial,
+            lanes=self.lanes, dsp=self.dsp, mul_stages=self.mul_stages)
 
         rx = Signal(init=1)
         m.submodules.sync_rx = FFSynchronizer(self.rx, rx, init=1)

@@ -9,19 +9,19 @@ Run with ``WAVES=1`` to keep waveforms in ``build/<test id>``.
 
 import pytest
 
-from zipml.hw.pipeline import SGDPipeline
-from zipml.hw.serial import SerialSGDPipeline
+from zipml.hw.serial import make_trainer
 from zipml.sim.runner import build_and_test, build_dir_for, simulator_available
 
 NO_ICARUS = pytest.mark.skipif(not simulator_available("icarus"), reason="iverilog not installed")
 
 
 def run(request, width, n_max, suites, sim="verilator", seed=1, lanes=None, dsp=False,
-        mul_stages=1):
-    dut = SGDPipeline(width, n_max, lanes=lanes, dsp=dsp, mul_stages=mul_stages)
+        mul_stages=1, serial=False):
+    dut = make_trainer(width, n_max, serial=serial, lanes=lanes, dsp=dsp, mul_stages=mul_stages)
     build_and_test(dut, "pipeline_tb", build_dir_for(request), sim=sim, opt_fast="-O0",
                    env={"WIDTH": width, "N_MAX": n_max, "LANES": dut.lanes,
-                        "MUL_STAGES": mul_stages, "SUITES": ",".join(suites), "SEED": seed})
+                        "MUL_STAGES": mul_stages, "SERIAL": int(serial),
+                        "SUITES": ",".join(suites), "SEED": seed})
 
 
 @pytest.mark.parametrize("width, n_max, suites", [
@@ -59,7 +59,4 @@ def test_pipeline_icarus(request):
 ])
 def test_serial_pipeline(request, width, n_max, suites):
     """The lane-serial pipeline: the same numbers, one field per cycle."""
-    dut = SerialSGDPipeline(width, n_max)
-    build_and_test(dut, "pipeline_tb", build_dir_for(request), opt_fast="-O0",
-                   env={"WIDTH": width, "N_MAX": n_max, "LANES": dut.lanes, "SERIAL": 1,
-                        "SUITES": ",".join(suites), "SEED": width + n_max + 7})
+    run(request, width, n_max, suites, seed=width + n_max + 7, serial=True)
