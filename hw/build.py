@@ -17,6 +17,7 @@ Command line (also reachable as ``zipml build`` / ``zipml program``)::
 """
 
 import argparse
+import dataclasses
 import hashlib
 import importlib.metadata
 import json
@@ -286,7 +287,7 @@ def source_id():
 
 
 def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=None,
-          build_dir=None, verbose=False):
+          clock=None, build_dir=None, verbose=False):
     """Build ``core`` for ``board``; write the bitstream, report.json and manifest.json.
 
     Parameters
@@ -300,6 +301,9 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
         nextpnr seed.
     nextpnr_opts : str, optional
         Replaces the board's extra nextpnr options (e.g. ``"--placer heap"``).
+    clock : float, optional
+        Core clock to build for, Hz, instead of the board's (:attr:`Board.clk_target`);
+        the results then go to ``build/<board>-<core>/out`` unless ``out_dir`` is given.
     build_dir : path-like, optional
         Scratch folder for the toolchain (default ``build/<board>-<core>``).
 
@@ -314,6 +318,10 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
 
     board = get_board(board) if isinstance(board, str) else board
     core = board.core if core is None else core
+    if out_dir is None and clock is not None:
+        out_dir = REPO / "build" / f"{board.name}-{core}" / "out"
+    if clock is not None:
+        board = dataclasses.replace(board, clk_target=clock)
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(board, core)
     build_dir = (Path(build_dir) if build_dir is not None
                  else REPO / "build" / f"{board.name}-{core}")
@@ -361,7 +369,8 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
         "nextpnr_seed": seed,
         "command": (f"python -m zipml.hw.build build --board {board.name} --core {core} "
                     f"--seed {seed}"
-                    + ("" if nextpnr_opts is None else f" --nextpnr-opts='{nextpnr_opts}'")),
+                    + ("" if nextpnr_opts is None else f" --nextpnr-opts='{nextpnr_opts}'")
+                    + ("" if clock is None else f" --clock {clock / 1e6:g}")),
         "nextpnr_opts": overrides["nextpnr_opts"],
         "synth_opts": board.synth_opts,
         "tool_commands": _script_commands(build_dir, name, env),
@@ -405,6 +414,9 @@ def add_build_arguments(parser):
                              "Fmax); default: the board's core (device on ULX3S, echo on "
                              "iCEBreaker)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="nextpnr seed")
+    parser.add_argument("--clock", type=float, metavar="MHZ",
+                        help="core clock to build for instead of the board's (the results go "
+                             "to build/<board>-<core>/out unless --out is given)")
     parser.add_argument("--nextpnr-opts", metavar="OPTS",
                         help="replace the board's extra nextpnr options (e.g. '--placer heap')")
     parser.add_argument("--out", metavar="DIR",
@@ -443,7 +455,8 @@ def _summary(report):
 def run_build(args):
     try:
         report = build(args.board, args.out, args.core, seed=args.seed,
-                       nextpnr_opts=args.nextpnr_opts, verbose=args.verbose)
+                       nextpnr_opts=args.nextpnr_opts, verbose=args.verbose,
+                       clock=None if args.clock is None else args.clock * 1e6)
     except (RuntimeError, ValueError) as exc:
         raise SystemExit(f"zipml: {exc}") from None
     print(_summary(report))

@@ -45,7 +45,7 @@ Differences from the Python specification (none affects a host that, like
 
 from amaranth import Cat, Module, Mux, Signal
 from amaranth.hdl import ResetInserter
-from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -83,9 +83,23 @@ _PREFIX = {Cmd.CONFIGURE: ConfigureRequest, Cmd.LOAD_MODEL: ModelOffset,
            Cmd.READ_MODEL: ReadModelRequest, Cmd.STORE_DATA: StoreDataHeader,
            Cmd.RUN_EPOCHS: RunEpochsRequest}
 _PREFIX_BYTES = max(struct_bytes(s) for s in _PREFIX.values())
-_REPLY_BYTES = max(struct_bytes(s) for s in protocol.REPLY_LAYOUTS.values())
+_STATUS_BYTES = struct_bytes(StatusReply)
 _MW = protocol.MODEL_WORD_BYTES
 _LE = protocol.LEVEL_ENTRY_BYTES
+
+
+def status_window(layout):
+    """Where a reply ``layout``'s fields lie in :class:`~zipml.protocol.StatusReply`, in
+    order: ``(first byte, bytes)``. The device sends TRAIN_STREAM's and STORE_DATA's replies
+    out of its READ_STATUS snapshot."""
+    status = data.Layout.cast(StatusReply)
+    fields = list(data.Layout.cast(layout))
+    start = status[fields[0][0]].offset
+    for name, field in fields:
+        if name not in status.members or status[name].offset != start + field.offset or \
+                status[name].width != field.width:
+            raise ValueError(f"{layout.__name__}.{name} is not where StatusReply holds it")
+    return start // 8, struct_bytes(layout)
 
 
 class DeviceCore(wiring.Component):
@@ -188,6 +202,10 @@ class DeviceCore(wiring.Component):
         m.submodules.transmitter = tx = FrameTransmitter()
         # Block RAM data and the transmitter's byte-dependent ready stay out of one path.
         m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=8, depth=4)
+        # ... and the receive buffer's block RAM output and the dispatcher's checks
+        m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=4)
+        wiring.connect(m, rx.o_payload, rxf.w_stream)
+        rx_payload = rxf.r_stream
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
         wiring.connect(m, txf.r_stream, tx.i_payload)
         wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
@@ -237,11 +255,9 @@ class DeviceCore(wiring.Component):
         last_error = Signal(Status)
         last_error_cmd = Signal(8)
 
-        rows_base, epochs_base, sat_base = Signal(32), Signal(32), Signal(32)
-        cycles_base = Signal(64)
         run_active = Signal()                      # a pipeline run (one epoch) is under way
         resident_run = Signal()                    # ... fed from the resident memory
-        run_rows = Signal(32)                      # whole rows streamed into this run
+        rows_pending = Signal(16)                  # rows streamed, not yet written back
         lr_shift = Signal(6)
         decay_cnt = Signal(16)
 
@@ -249,16 +265,26 @@ class DeviceCore(wiring.Component):
         row_pos = Signal(r_bits)
         started = Signal()                         # the current streamed epoch has its run
 
+        # the counters since CONFIGURE, from the pipeline's strobes (its own counters restart
+        # every run); a pipeline being reset has none
         rows_total = Signal(32)
         epochs_total = Signal(32)
         sat_total = Signal(32)
         cycles_total = Signal(64)
-        m.d.comb += [
-            rows_total.eq(rows_base + Mux(run_active, pipe.rows, 0)),
-            epochs_total.eq(epochs_base + Mux(run_active, pipe.epochs, 0)),
-            sat_total.eq(sat_base + Mux(run_active, pipe.saturated, 0)),
-            cycles_total.eq(cycles_base + Mux(run_active, pipe.cycles, 0)),
-        ]
+        ev = Signal.like(pipe.events)
+        m.d.comb += ev.eq(Mux(datapath_rst, 0, pipe.events))
+        row_pushed = Signal()                      # TRAIN_STREAM pushed a row's last word
+        with m.If(row_pushed != (ev.row & ~resident_run)):
+            m.d.sync += rows_pending.eq(Mux(row_pushed, rows_pending + 1, rows_pending - 1))
+        with m.If(ev.row):
+            m.d.sync += rows_total.eq(rows_total + 1)
+        with m.If(ev.epoch):
+            m.d.sync += epochs_total.eq(epochs_total + 1)
+            count_decay_epoch(m, creq.lr_decay_epochs, decay_cnt, lr_shift)
+        with m.If(ev.saturated):
+            m.d.sync += sat_total.eq(sat_total + 1)
+        with m.If(run_active & pipe.busy):
+            m.d.sync += cycles_total.eq(cycles_total + 1)
 
         state = Signal(DeviceState)
         with m.If(epochs_left != 0):
@@ -317,13 +343,7 @@ class DeviceCore(wiring.Component):
         # --- end of a run, and resident runs ------------------------------------------------------
         run_end = run_active & ~pipe.busy
         with m.If(run_end):
-            m.d.sync += [
-                run_active.eq(0),
-                rows_base.eq(rows_total), epochs_base.eq(epochs_total),
-                sat_base.eq(sat_total), cycles_base.eq(cycles_total),
-            ]
-            with m.If(pipe.epochs != 0):
-                count_decay_epoch(m, creq.lr_decay_epochs, decay_cnt, lr_shift)
+            m.d.sync += run_active.eq(0)
             with m.If(resident_run & (epochs_left != 0)):
                 m.d.sync += epochs_left.eq(epochs_left - 1)
         with m.Elif((epochs_left != 0) & ~run_active & ~pipe.busy):
@@ -335,8 +355,8 @@ class DeviceCore(wiring.Component):
         cmd = hdr.cmd.as_value()
         length = hdr.length
         remaining = Signal(16)                     # payload bytes still to take
-        take = rx.o_payload.valid & rx.o_payload.ready
-        byte = rx.o_payload.payload
+        take = rx_payload.valid & rx_payload.ready
+        byte = rx_payload.payload
         with m.If(take):
             m.d.sync += remaining.eq(remaining - 1)
 
@@ -358,19 +378,29 @@ class DeviceCore(wiring.Component):
         cache_valid = Signal()
         cache = Signal(Header)
         cache_model = Signal()                     # the payload is read from the pipeline
-        reply = Signal(_REPLY_BYTES * 8)
+        cache_ident = Signal()                     # ... is IDENTIFY's (constant) reply
+        # READ_STATUS's reply, TRAIN_STREAM's and STORE_DATA's are windows of one snapshot of
+        # the device's status: it is taken once per executed request and rotated a byte at a
+        # time, the window's bytes sent on the way (a full turn: the cache keeps it)
+        snap = Signal(_STATUS_BYTES * 8)
+        snap_load = Signal()
+        win_first = Signal(range(_STATUS_BYTES + 1))
+        win_end = Signal(range(_STATUS_BYTES + 1))
         rm_offset = Signal(16)
         rm_count = Signal(16)
         verdict = Signal()                         # answering a frame the receiver rejected
         out_hdr = Signal(Header)
 
-        def respond(status, nbytes=0, value=None, model=False):
-            """Cache the response to the request being served and go send it."""
-            stmts = [cache.status.eq(status), cache.length.eq(nbytes),
-                     cache_model.eq(model)]
-            if value is not None:
-                stmts.append(reply.eq(value))
-            m.d.sync += stmts
+        def respond(status, nbytes=0, reply=None, model=False):
+            """Cache the response to the request being served and go send it: ``nbytes``
+            from the pipeline's model (``model``) or of the ``reply`` layout."""
+            m.d.sync += [cache.status.eq(status), cache.length.eq(nbytes),
+                         cache_model.eq(model), cache_ident.eq(reply is IdentifyReply)]
+            if reply is not None:
+                m.d.sync += cache.length.eq(struct_bytes(reply))
+            if reply not in (None, IdentifyReply):
+                first, count = status_window(reply)
+                m.d.sync += [snap_load.eq(1), win_first.eq(first), win_end.eq(first + count)]
             m.next = "RESP_HDR"
 
         def refuse(status):
@@ -419,10 +449,6 @@ class DeviceCore(wiring.Component):
             status_reply.saturated_rows.eq(sat_total), status_reply.stored_words.eq(stored_words),
             status_reply.epochs_left.eq(epochs_left), status_reply.cycles.eq(cycles_total),
         ]
-        ts_reply = Signal(TrainStreamReply)
-        m.d.comb += [ts_reply.rows.eq(rows_total), ts_reply.epochs.eq(epochs_total)]
-        sd_reply = Signal(StoreDataReply)
-        m.d.comb += sd_reply.stored_words.eq(idx_end)
 
         # The checks, in the specification's order (every one before any change).
         status = Signal(Status)
@@ -524,9 +550,9 @@ class DeviceCore(wiring.Component):
         def power_up():
             """RESET's and CONFIGURE's common part: abort any run, clear the counters."""
             m.d.comb += pipe_rst.eq(1)
-            return [run_active.eq(0), resident_run.eq(0), rows_base.eq(0), epochs_base.eq(0),
-                    sat_base.eq(0), cycles_base.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
-                    epoch_pos.eq(0), row_pos.eq(0), started.eq(0), run_rows.eq(0),
+            return [run_active.eq(0), resident_run.eq(0), rows_total.eq(0), epochs_total.eq(0),
+                    sat_total.eq(0), cycles_total.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
+                    epoch_pos.eq(0), row_pos.eq(0), started.eq(0), rows_pending.eq(0),
                     epochs_left.eq(0)]
 
         with m.FSM(name="dispatch"):
@@ -549,7 +575,7 @@ class DeviceCore(wiring.Component):
                         m.next = "HEAD"
 
             with m.State("HEAD"):
-                m.d.comb += rx.o_payload.ready.eq(head_left != 0)
+                m.d.comb += rx_payload.ready.eq(head_left != 0)
                 with m.If(take):
                     m.d.sync += [head.word_select(head_idx, 8).eq(byte),
                                  head_idx.eq(head_idx + 1), head_left.eq(head_left - 1)]
@@ -568,10 +594,9 @@ class DeviceCore(wiring.Component):
                 with m.Else():
                     with m.Switch(cmd):
                         with m.Case(Cmd.IDENTIFY.value):
-                            respond(Status.OK, struct_bytes(IdentifyReply), ident.as_value())
+                            respond(Status.OK, reply=IdentifyReply)
                         with m.Case(Cmd.READ_STATUS.value):
-                            respond(Status.OK, struct_bytes(StatusReply),
-                                    status_reply.as_value())
+                            respond(Status.OK, reply=StatusReply)
                         with m.Case(Cmd.RESET.value):
                             m.d.sync += [*power_up(), configured.eq(0), table_log2.eq(0),
                                          stored_words.eq(0), last_error.eq(Status.OK),
@@ -606,7 +631,7 @@ class DeviceCore(wiring.Component):
                             respond(Status.OK)
 
             with m.State("DRAIN"):
-                m.d.comb += rx.o_payload.ready.eq(remaining != 0)
+                m.d.comb += rx_payload.ready.eq(remaining != 0)
                 with m.If(remaining == 0):
                     m.next = "RESP_HDR"
 
@@ -657,7 +682,7 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [idx.eq(req_off.offset), bcnt.eq(0)]
                         m.next = "LM_DATA"
             with m.State("LM_DATA"):
-                m.d.comb += [rx.o_payload.ready.eq(remaining != 0), st_wr.addr.eq(idx),
+                m.d.comb += [rx_payload.ready.eq(remaining != 0), st_wr.addr.eq(idx),
                              st_wr.data.eq(small_next),
                              st_wr.en.eq(take & (bcnt == _MW - 1))]
                 with m.If(take):
@@ -687,7 +712,7 @@ class DeviceCore(wiring.Component):
             # --- LOAD_LEVELS: check every entry into a buffer, then write the pipeline ------------
             with m.State("LL_DATA"):
                 entry = small_next[16:].as_signed()
-                m.d.comb += [rx.o_payload.ready.eq(remaining != 0), tb_wr.addr.eq(idx),
+                m.d.comb += [rx_payload.ready.eq(remaining != 0), tb_wr.addr.eq(idx),
                              tb_wr.data.eq(entry), tb_wr.en.eq(take & (bcnt == _LE - 1))]
                 with m.If(take):
                     m.d.sync += [small.eq(small_next), bcnt.eq(bcnt + 1)]
@@ -721,7 +746,7 @@ class DeviceCore(wiring.Component):
 
             # --- TRAIN_STREAM: words into the pipeline, a run per epoch ---------------------------
             with m.State("TS_BYTE"):
-                m.d.comb += rx.o_payload.ready.eq(remaining != 0)
+                m.d.comb += rx_payload.ready.eq(remaining != 0)
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wb - 1):
@@ -736,7 +761,8 @@ class DeviceCore(wiring.Component):
                     m.d.comb += [ts_valid.eq(1), ts_word.eq(asm)]
                     with m.If(ts_fire):
                         with m.If(ts_row_end):
-                            m.d.sync += [row_pos.eq(0), run_rows.eq(run_rows + 1)]
+                            m.d.comb += row_pushed.eq(1)
+                            m.d.sync += row_pos.eq(0)
                         with m.Else():
                             m.d.sync += row_pos.eq(row_pos + 1)
                         with m.If(ts_epoch_end):
@@ -748,15 +774,15 @@ class DeviceCore(wiring.Component):
                 with m.If(~run_active & ~pipe.busy):
                     m.d.comb += pipe.start.eq(1)
                     m.d.sync += [run_active.eq(1), resident_run.eq(0), started.eq(1),
-                                 run_rows.eq(0), ts_new_epoch.eq(0)]
+                                 ts_new_epoch.eq(0)]
                     m.next = "TS_PUSH"
             with m.State("TS_WAIT"):
-                with m.If(~run_active | (pipe.rows == run_rows)):
-                    respond(Status.OK, struct_bytes(TrainStreamReply), ts_reply.as_value())
+                with m.If(~run_active | (rows_pending == 0)):
+                    respond(Status.OK, reply=TrainStreamReply)
 
             # --- STORE_DATA -----------------------------------------------------------------------
             with m.State("SD_BYTE"):
-                m.d.comb += [rx.o_payload.ready.eq(remaining != 0), mem.w_addr.eq(idx),
+                m.d.comb += [rx_payload.ready.eq(remaining != 0), mem.w_addr.eq(idx),
                              mem.w_data.eq(asm_next), mem.w_en.eq(take & (bcnt == wb - 1))]
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
@@ -764,10 +790,12 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
                 with m.If(remaining == 0):
                     m.d.sync += stored_words.eq(idx_end)
-                    respond(Status.OK, struct_bytes(StoreDataReply), sd_reply.as_value())
+                    respond(Status.OK, reply=StoreDataReply)
 
             # --- the response: header, then bytes from the cache or the pipeline's model ----------
             with m.State("RESP_HDR"):
+                with m.If(snap_load):              # a cycle after respond(): STORE_DATA's
+                    m.d.sync += [snap.eq(status_reply), snap_load.eq(0)]   # stored_words
                 m.d.comb += [tx.i_header.valid.eq(1),
                              tx.i_header.payload.eq(
                                  Mux(verdict, out_hdr.as_value(), cache.as_value()))]
@@ -777,14 +805,24 @@ class DeviceCore(wiring.Component):
                         m.next = "IDLE"
                     with m.Elif(cache_model):
                         m.next = "RM_WAIT"
+                    with m.Elif(cache_ident):
+                        m.next = "RESP_IDENT"
                     with m.Else():
-                        m.next = "RESP_REG"
-            with m.State("RESP_REG"):
+                        m.next = "RESP_SNAP"
+            with m.State("RESP_IDENT"):
                 m.d.comb += [txf.w_stream.valid.eq(1),
-                             txf.w_stream.payload.eq(reply.word_select(idx[:6], 8))]
+                             txf.w_stream.payload.eq(ident.as_value().word_select(idx[:6], 8))]
                 with m.If(txf.w_stream.ready):
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(idx == cache.length - 1):
+                        m.next = "IDLE"
+            with m.State("RESP_SNAP"):
+                in_window = (idx >= win_first) & (idx < win_end)
+                m.d.comb += [txf.w_stream.valid.eq(in_window),
+                             txf.w_stream.payload.eq(snap[:8])]
+                with m.If(~in_window | txf.w_stream.ready):
+                    m.d.sync += [snap.eq(snap.rotate_right(8)), idx.eq(idx + 1)]
+                    with m.If(idx == _STATUS_BYTES - 1):
                         m.next = "IDLE"
             with m.State("RM_WAIT"):
                 with m.If(~pipe.busy):

@@ -4,7 +4,7 @@ The receiver buffers payloads and releases a frame only after its CRC checked, s
 byte ever reaches a consumer, and a rejected frame leaves no trace beyond a counter.
 """
 
-from amaranth import Module, Mux, Signal
+from amaranth import Cat, Module, Mux, Signal
 from amaranth.lib import fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -127,6 +127,12 @@ class FrameReceiver(wiring.Component):
         count = Signal(range(limit + 1))   # body bytes so far, saturating
         overlong = Signal()
         overflow = Signal()                 # a payload byte found the ring full
+        # The length tests, kept up to date byte by byte (the verdict reads registers only):
+        # the body bytes still owed once the length is known (its last byte is taken with the
+        # body's sixth byte), whether none is, and whether the payload is too large.
+        owed = Signal(17)
+        len_ok = Signal()
+        too_large = Signal()
         d0 = Signal(8)                      # the last two body bytes: the CRC, at the end
         d1 = Signal(8)
         cmd = Signal(8)
@@ -191,8 +197,11 @@ class FrameReceiver(wiring.Component):
                     with m.Case(2):
                         m.d.sync += length[:8].eq(d1)
                     with m.Case(3):
-                        m.d.sync += length[8:].eq(d1)
+                        full = Cat(length[:8], d1)
+                        m.d.sync += [length[8:].eq(d1), owed.eq(full), len_ok.eq(full == 0),
+                                     too_large.eq(full > self.max_payload)]
                     with m.Default():
+                        m.d.sync += [owed.eq(owed - 1), len_ok.eq(owed == 1)]
                         with m.If(used != self.depth):
                             m.d.comb += [wr.addr.eq(wp[:abits]), wr.data.eq(d1), wr.en.eq(1)]
                             m.d.sync += wp.eq(wp + 1)
@@ -205,9 +214,9 @@ class FrameReceiver(wiring.Component):
             m.d.comb += status.eq(Status.BAD_LENGTH)
         with m.Elif(~crc.match_detected):
             m.d.comb += status.eq(Status.BAD_CRC)
-        with m.Elif(count - hdr_bytes - CRC_BYTES != length):
+        with m.Elif(~len_ok):
             m.d.comb += status.eq(Status.BAD_LENGTH)
-        with m.Elif(length > self.max_payload):
+        with m.Elif(too_large):
             m.d.comb += status.eq(Status.TOO_LARGE)
         with m.Elif(overflow):
             m.d.comb += status.eq(Status.BUSY)

@@ -62,7 +62,7 @@ from .lanes import (
 )
 from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
 
-__all__ = ["ConfigLayout", "TableEntry", "SGDPipeline"]
+__all__ = ["ConfigLayout", "TableEntry", "RunEvents", "SGDPipeline"]
 
 
 #: Run-time configuration (hold it stable while ``busy``).
@@ -83,6 +83,9 @@ ConfigLayout = data.StructLayout({
 
 #: One level-table entry.
 TableEntry = data.StructLayout({"index": unsigned(MAX_BITS), "value": VALUE_SHAPE})
+
+#: The counters' strobes: a row written back, an epoch finished, a row counted as saturated.
+RunEvents = data.StructLayout({"row": 1, "epoch": 1, "saturated": 1})
 
 _LO_SHIFT = RAW_FRAC - VALUE_FRAC        # RAW product bits kept out of the main adder tree
 _DELTA_SHIFT = SCALAR_FRAC - 24          # delta = round(c * v / 2**(6 + f))
@@ -139,6 +142,9 @@ class SGDPipeline(wiring.Component):
     epochs : Out(16)
     cycles : Out(48)
         Busy cycles of the current run (:func:`zipml.sim.timing.run_cycles`).
+    events : Out(RunEvents)
+        A strobe for each row written back, each epoch finished and each row counted in
+        ``saturated``, for counters kept across runs.
     """
 
     def __init__(self, width=128, n_max=1024, *, max_table_bits=MAX_BITS,
@@ -181,6 +187,7 @@ class SGDPipeline(wiring.Component):
             "o_model": Out(stream.Signature(signed(MODEL_BITS))),
             "i_table": In(stream.Signature(TableEntry)),
             "rows": Out(32), "saturated": Out(32), "epochs": Out(16), "cycles": Out(48),
+            "events": Out(RunEvents),
         })
 
     # --- helpers --------------------------------------------------------------------------------
@@ -802,6 +809,8 @@ class SGDPipeline(wiring.Component):
         with m.If(row_done_now):
             m.d.sync += self.rows.eq(self.rows + 1)
         m.d.comb += epoch_done_now.eq(row_done_now & u3_row.last_of_epoch)
+        m.d.comb += [self.events.row.eq(row_done_now), self.events.epoch.eq(epoch_done_now),
+                     self.events.saturated.eq(sat_row_done)]
 
         def reset_run():
             return [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0), self.cycles.eq(0),

@@ -47,7 +47,7 @@ from .lanes import (
     lane_codes,
     uniform_value,
 )
-from .pipeline import ConfigLayout, SGDPipeline, TableEntry
+from .pipeline import ConfigLayout, RunEvents, SGDPipeline, TableEntry
 from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
 
 __all__ = ["SerialSGDPipeline", "make_trainer"]
@@ -90,6 +90,7 @@ class SerialSGDPipeline(wiring.Component):
             "o_model": Out(stream.Signature(signed(MODEL_BITS))),
             "i_table": In(stream.Signature(TableEntry)),
             "rows": Out(32), "saturated": Out(32), "epochs": Out(16), "cycles": Out(48),
+            "events": Out(RunEvents),
         })
 
     def elaborate(self, platform):
@@ -273,6 +274,8 @@ class SerialSGDPipeline(wiring.Component):
         sat_rows = Signal(32)
         m.d.comb += row_done.eq(f4.valid & f4.update & f4.last)
         any_sat = row_sat | row_flag | (write & w_sat)
+        m.d.comb += [self.events.row.eq(row_done), self.events.saturated.eq(row_done & any_sat),
+                     self.events.epoch.eq(row_done & last_of_epoch)]
         with m.If(row_done):
             m.d.sync += row_sat.eq(0)
             with m.If(any_sat):
