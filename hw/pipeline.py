@@ -567,10 +567,18 @@ class SGDPipeline(wiring.Component):
             "c": signed(32), "sat": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1})
         u_row = Signal(row_layout)
         u_first = scalar.o_valid
-        u_go = u_first | u_busy
         wi0 = Mux(u_first, 0, u_wi)
         rem0 = Mux(u_first, n, u_rem)
         last0 = rem0 <= per_last
+        # U0 pops a word (u_first | u_busy), from a register and its replicas per group of
+        # lanes: it enables the replay FIFOs' reads and the head registers across the array,
+        # so it is computed a cycle early, from the scalar's input a cycle short of its latency
+        u_go = Signal()
+        u_go_next = Signal()
+        c_next = self._pipe(m, sc_valid, GradientScalar.LATENCY - 1, "c_next")
+        m.d.comb += u_go_next.eq(c_next | Mux(u_go, ~last0, u_busy))
+        m.d.sync += u_go.eq(u_go_next)
+        u_go_g = replicas("u_go", 1, u_go_next, reset_less=False)
         row_now = Signal(row_layout)
         m.d.comb += row_now.eq(u_row)
         with m.If(u_first):
@@ -589,7 +597,7 @@ class SGDPipeline(wiring.Component):
             codes_valid = Signal(name=f"replay_codes_valid{g}")
             take_head = Signal(name=f"replay_take_head{g}")
             take_codes = Signal(name=f"replay_take_codes{g}")
-            m.d.comb += [take_codes.eq(~codes_valid | u_go),
+            m.d.comb += [take_codes.eq(~codes_valid | u_go_g[g]),
                          take_head.eq(~head_valid | take_codes),
                          replay_g.r_en.eq(take_head)]
             with m.If(take_codes):

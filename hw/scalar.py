@@ -20,6 +20,7 @@ from ..contract import (
     sat_limits,
     sigmoid_table,
 )
+from ..sim.timing import SCALAR_STAGES
 
 __all__ = ["GradientScalar", "saturate", "decayed_lr", "count_decay_epoch"]
 
@@ -95,7 +96,8 @@ class GradientScalar(wiring.Component):
         g or c saturated.
     """
 
-    LATENCY = 5
+    #: Stages C0 .. C4 (:data:`zipml.sim.timing.SCALAR_STAGES`).
+    LATENCY = SCALAR_STAGES
 
     def __init__(self, *, sum_width, lo_width, frac, lo_shift):
         self.sum_width, self.lo_width = sum_width, lo_width
@@ -165,12 +167,23 @@ class GradientScalar(wiring.Component):
             with m.Default():
                 m.d.sync += g2.eq(g_sq1)
 
-        # C3: g * lr (a wide product: left to the hard multipliers).
+        # C3: g * lr in four partial products, one hard multiplier each, registered at its
+        # output (halves of g, halves of lr): the sum waits for C4.
         v3, sat3 = Signal(), Signal()
-        p3 = Signal(signed(MODEL_BITS + LR_BITS + 1))
-        m.d.sync += [v3.eq(v2), sat3.eq(sat2), p3.eq(g2 * self.lr.as_unsigned())]
+        g_half, lr_half = MODEL_BITS // 2, LR_BITS // 2
+        g_parts = [(g2[:g_half], 0), (g2[g_half:].as_signed(), g_half)]
+        lr_parts = [(self.lr[:lr_half], 0), (self.lr[lr_half:], lr_half)]
+        parts = []
+        for i, (g_part, g_at) in enumerate(g_parts):
+            for j, (lr_part, lr_at) in enumerate(lr_parts):
+                part = Signal(signed(g_half + lr_half + 2), name=f"p3_{i}{j}")
+                m.d.sync += part.eq(g_part * lr_part)
+                parts.append((part, g_at + lr_at))
+        m.d.sync += [v3.eq(v2), sat3.eq(sat2)]
 
-        # C4: c = sat32(round(p / 2**18)).
-        c, c_sat = saturate(m, (p3 + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
+        # C4: c = sat32(round(p / 2**18)), p = g * lr the partial products' sum.
+        p = Signal(signed(MODEL_BITS + LR_BITS + 1))
+        m.d.comb += p.eq(sum(part << at for part, at in parts))
+        c, c_sat = saturate(m, (p + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
         m.d.sync += [self.o_valid.eq(v3), self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]
         return m

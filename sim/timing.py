@@ -32,7 +32,8 @@ FRONT_STAGES = 3
 TREE_LEVELS_PER_STAGE = 2
 #: The per-row accumulator.
 ACC_STAGES = 1
-#: Gradient scalar: D, loss operands, g, g * lr, c (``zipml.hw.scalar.GradientScalar``).
+#: Gradient scalar: D, loss operands, g, the partial products of g * lr, c
+#: (``zipml.hw.scalar.GradientScalar``).
 SCALAR_STAGES = 5
 #: From popping (and decoding) a replayed word (U0) to writing its lanes back (U2), before the
 #: ``mul_stages`` extra product stages.
