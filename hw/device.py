@@ -250,7 +250,7 @@ class DeviceCore(wiring.Component):
         row_words = Signal(r_bits)                 # R
         epoch_words = Signal(32 + r_bits)          # rows_per_epoch * R
         table_log2 = Signal(4)                     # 0: no table loaded
-        stored_words = Signal(32)
+        stored_words = Signal(range(self.memory_words + 1))
         epochs_left = Signal(32)
         last_error = Signal(Status)
         last_error_cmd = Signal(8)
@@ -414,8 +414,10 @@ class DeviceCore(wiring.Component):
         bcnt = Signal(range(max(wb, 4)))
         small = Signal(32)                          # 4-byte model words, 2-byte table entries
         small_next = Cat(small[8:], byte)
-        idx = Signal(32)
-        idx_end = Signal(32)
+        # a word index: into the model, a level table or the resident memory (the checks keep
+        # every value in range)
+        idx = Signal(range(max(self.memory_words, self.n_max, 1 << MAX_BITS) + 1))
+        idx_end = Signal.like(idx)
         lvalid = Signal()
         tb_prev = Signal(16)
         tb_bad = Signal()
