@@ -88,7 +88,7 @@ _MW = protocol.MODEL_WORD_BYTES
 _LE = protocol.LEVEL_ENTRY_BYTES
 
 
-def status_window(layout):
+def _status_window(layout):
     """Where a reply ``layout``'s fields lie in :class:`~zipml.protocol.StatusReply`, in
     order: ``(first byte, bytes)``. The device sends TRAIN_STREAM's and STORE_DATA's replies
     out of its READ_STATUS snapshot."""
@@ -399,7 +399,7 @@ class DeviceCore(wiring.Component):
             if reply is not None:
                 m.d.sync += cache.length.eq(struct_bytes(reply))
             if reply not in (None, IdentifyReply):
-                first, count = status_window(reply)
+                first, count = _status_window(reply)
                 m.d.sync += [snap_load.eq(1), win_first.eq(first), win_end.eq(first + count)]
             m.next = "RESP_HDR"
 
