@@ -394,10 +394,9 @@ class DeviceCore(wiring.Component):
         def respond(status, nbytes=0, reply=None, model=False):
             """Cache the response to the request being served and go send it: ``nbytes``
             from the pipeline's model (``model``) or of the ``reply`` layout."""
-            m.d.sync += [cache.status.eq(status), cache.length.eq(nbytes),
+            size = nbytes if reply is None else struct_bytes(reply)
+            m.d.sync += [cache.status.eq(status), cache.length.eq(size),
                          cache_model.eq(model), cache_ident.eq(reply is IdentifyReply)]
-            if reply is not None:
-                m.d.sync += cache.length.eq(struct_bytes(reply))
             if reply not in (None, IdentifyReply):
                 first, count = _status_window(reply)
                 m.d.sync += [snap_load.eq(1), win_first.eq(first), win_end.eq(first + count)]
