@@ -192,7 +192,7 @@ def _report(board, core, log_text, rpt_text, seconds, build_id=None):
             "n_max": board.n_max,
             **({"serial": board.serial, "lanes": board.lanes, "dsp": board.dsp,
                 "mul_stages": board.mul_stages, "memory_words": board.memory_words,
-                "build_id": build_id}
+                "spram": board.spram, "build_id": build_id}
                if core == "device" else {}),
             "baud": board.baud,
             "uart_bridge": board.uart_bridge,
@@ -318,10 +318,10 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
 
     board = get_board(board) if isinstance(board, str) else board
     core = board.core if core is None else core
-    if out_dir is None and clock is not None:
-        out_dir = REPO / "build" / f"{board.name}-{core}" / "out"
     if clock is not None:
         board = dataclasses.replace(board, clk_target=clock)
+        if out_dir is None:
+            out_dir = REPO / "build" / f"{board.name}-{core}" / "out"
     out_dir = Path(out_dir) if out_dir is not None else default_out_dir(board, core)
     build_dir = (Path(build_dir) if build_dir is not None
                  else REPO / "build" / f"{board.name}-{core}")

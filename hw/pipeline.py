@@ -572,11 +572,10 @@ class SGDPipeline(wiring.Component):
         last0 = rem0 <= per_last
         # U0 pops a word (u_first | u_busy), from a register and its replicas per group of
         # lanes: it enables the replay FIFOs' reads and the head registers across the array,
-        # so it is computed a cycle early, from the scalar's input a cycle short of its latency
+        # so it is computed a cycle early, from the scalar's valid a cycle before its output
         u_go = Signal()
         u_go_next = Signal()
-        c_next = self._pipe(m, sc_valid, GradientScalar.LATENCY - 1, "c_next")
-        m.d.comb += u_go_next.eq(c_next | Mux(u_go, ~last0, u_busy))
+        m.d.comb += u_go_next.eq(scalar.o_valid_next | Mux(u_go, ~last0, u_busy))
         m.d.sync += u_go.eq(u_go_next)
         u_go_g = replicas("u_go", 1, u_go_next, reset_less=False)
         row_now = Signal(row_layout)

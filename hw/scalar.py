@@ -91,6 +91,8 @@ class GradientScalar(wiring.Component):
         The learning rate of the current epoch.
     o_valid : Out(1)
         High :attr:`LATENCY` cycles after ``i_valid``.
+    o_valid_next : Out(1)
+        High a cycle before ``o_valid`` (for consumers that register what ``o_valid`` starts).
     o_c : Out(signed(SCALAR_BITS))
     o_sat : Out(1)
         g or c saturated.
@@ -106,7 +108,8 @@ class GradientScalar(wiring.Component):
             "i_valid": In(1), "i_sum": In(signed(sum_width)), "i_lo": In(lo_width),
             "i_label": In(signed(LABEL_BITS)), "raw": In(1), "loss": In(2),
             "lr": In(LR_BITS),
-            "o_valid": Out(1), "o_c": Out(signed(SCALAR_BITS)), "o_sat": Out(1),
+            "o_valid": Out(1), "o_valid_next": Out(1), "o_c": Out(signed(SCALAR_BITS)),
+            "o_sat": Out(1),
         })
 
     def elaborate(self, platform):
@@ -185,5 +188,6 @@ class GradientScalar(wiring.Component):
         p = Signal(signed(MODEL_BITS + LR_BITS + 1))
         m.d.comb += p.eq(sum(part << at for part, at in parts))
         c, c_sat = saturate(m, (p + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
+        m.d.comb += self.o_valid_next.eq(v3)
         m.d.sync += [self.o_valid.eq(v3), self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]
         return m

@@ -58,8 +58,10 @@ def test_scalar_matches_golden(loss):
             ctx.set(dut.lr, lr)
             await ctx.tick()
             ctx.set(dut.i_valid, 0)
-            await ctx.tick().repeat(GradientScalar.LATENCY - 1)
-            assert ctx.get(dut.o_valid)
+            await ctx.tick().repeat(GradientScalar.LATENCY - 2)
+            assert ctx.get(dut.o_valid_next) and not ctx.get(dut.o_valid)
+            await ctx.tick()
+            assert ctx.get(dut.o_valid) and not ctx.get(dut.o_valid_next)
             results.append((ctx.get(dut.o_c), bool(ctx.get(dut.o_sat))))
 
     sim = Simulator(dut)
