@@ -73,6 +73,9 @@ def build_parser():
                             "the first K lanes (as the ULX3S build)")
     serve.add_argument("--serial", action="store_true",
                        help="the lane-serial trainer (one field per cycle, every format)")
+    serve.add_argument("--spram", action="store_true",
+                       help="resident data in iCE40UP5K SPRAM blocks, as the iCEBreaker build "
+                            "(--memory-words a multiple of 16384)")
     serve.add_argument("--fifos", metavar="DIR",
                        help="serve it on named pipes laid out like the PCIe board's XDMA "
                             "character devices, DIR/xdma0_h2c_0 and DIR/xdma0_c2h_0 "
@@ -198,7 +201,7 @@ def run_serve_sim(args):
           file=sys.stderr, flush=True)
     params = dict(width=args.width, n_max=args.n_max, memory_words=args.memory_words,
                   max_payload=args.max_payload, batch_max=args.batch_max, lanes=args.lanes,
-                  dsp=args.dsp, serial=args.serial)
+                  dsp=args.dsp, serial=args.serial, spram=args.spram)
     board = None
     if args.fifos:
         import os

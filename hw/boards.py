@@ -127,6 +127,9 @@ class Board:
         one field per cycle, every format; ``lanes``, ``dsp`` and ``mul_stages`` do not apply.
     memory_words : int
         Resident memory, W-bit words.
+    spram : bool
+        Resident memory in the iCE40UP5K's SPRAM (:class:`~zipml.hw.resident.ResidentMemory`)
+        rather than block RAM.
     core : str
         The core its committed bitstream carries (:data:`zipml.hw.top.CORES`).
     clk_in : float
@@ -155,6 +158,7 @@ class Board:
     mul_stages: int
     serial: bool
     memory_words: int
+    spram: bool
     core: str
     clk_in: float
     clk_target: float
@@ -209,8 +213,10 @@ BOARDS = {
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40",
         width=32, n_max=256,
         # The lane-serial trainer fits the UP5K alone (3.6k of 5.3k LCs), the device around
-        # it does not (8.3k, docs/PIPELINE.md): the bitstream carries the protocol echo core.
-        lanes=32, dsp=False, mul_stages=1, serial=True, memory_words=8192, core="echo",
+        # it does not (7.7k, docs/PIPELINE.md): the bitstream carries the protocol echo core.
+        # Resident data in the four SPRAM blocks: 32,768 words of 32 bits.
+        lanes=32, dsp=False, mul_stages=1, serial=True, memory_words=32768, spram=True,
+        core="echo",
         clk_in=12e6, clk_target=30e6,            # 30 MHz / 3 Mbaud = 10 cycles per bit
         baud=3_000_000, uart_bridge="FT2232H",
         synth_opts="-dsp",                       # iCE40 infers SB_MAC16 only with -dsp
@@ -227,7 +233,8 @@ BOARDS = {
         # 18 x 18 multipliers, the rest in logic. W = 128 with 32 lanes synthesizes and
         # places, but routing stalls (docs/PIPELINE.md).
         width=64, n_max=256,
-        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, core="device",
+        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
+        core="device",
         # 60 MHz / 3 Mbaud = 20 cycles per bit.
         clk_in=25e6, clk_target=60e6,
         baud=3_000_000, uart_bridge="FT231X",
@@ -242,7 +249,8 @@ BOARDS = {
         # b >= 4, COMPACT b >= 6, RAW) at 16 per cycle, twice the W = 64 build's for them;
         # narrower fields are refused (32 lanes do not route).
         width=128, n_max=256,
-        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, core="device",
+        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
+        core="device",
         clk_in=25e6, clk_target=45e6,             # 45 MHz / 3 Mbaud = 15 cycles per bit
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",

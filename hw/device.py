@@ -135,6 +135,9 @@ class DeviceCore(wiring.Component):
     serial : bool
         Train with the lane-serial :class:`~zipml.hw.serial.SerialSGDPipeline` (one field per
         cycle, every format; ``lanes``, ``dsp`` and ``mul_stages`` do not apply).
+    spram : bool
+        Keep the resident data in iCE40UP5K SPRAM (:class:`~zipml.hw.resident.ResidentMemory`;
+        ``memory_words`` a multiple of 16,384).
     build_id : int
         Reported by IDENTIFY.
     rx_timeout : float
@@ -150,7 +153,8 @@ class DeviceCore(wiring.Component):
 
     def __init__(self, width=128, n_max=1024, memory_words=4096, *, clk_freq, baud=0,
                  max_payload=1024, batch_max=256, tables=True, build_id=0,
-                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False, mul_stages=1, serial=False):
+                 rx_timeout=RX_TIMEOUT, lanes=None, dsp=False, mul_stages=1, serial=False,
+                 spram=False):
         if width not in contract.WORD_WIDTHS:
             raise ValueError(f"width must be one of {contract.WORD_WIDTHS}, not {width}")
         if not 1 <= n_max <= 0xFFFF:
@@ -167,6 +171,7 @@ class DeviceCore(wiring.Component):
         self.tables, self.build_id = tables, build_id
         self.lanes = width if lanes is None or serial else lanes
         self.dsp, self.mul_stages, self.serial = dsp, mul_stages, serial
+        self.spram = spram
         if not width // 32 <= self.lanes <= width:
             raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
         self.formats = all_formats(width, self.lanes)
@@ -212,26 +217,28 @@ class DeviceCore(wiring.Component):
 
         # --- training datapath --------------------------------------------------------------------
         pipe_rst = Signal()                        # the dispatcher's request (RESET, CONFIGURE)
-        # ... applied a cycle later from a register: the reset reaches every control register
-        # of the datapath, so its fan-out starts at a flip-flop (the dispatcher's next use of
+        # ... applied a cycle later from registers, one per part of the datapath: the reset
+        # reaches every control register there, so each part's fan-out starts at a flip-flop of
+        # its own (the build keeps ``*_replica*`` registers apart; the dispatcher's next use of
         # the pipeline is cycles later)
-        datapath_rst = Signal()
-        m.d.sync += datapath_rst.eq(pipe_rst)
+        datapath_rst = {part: Signal(name=f"{part}_rst_replica")
+                        for part in ("pipeline", "resident", "fifos")}
+        m.d.sync += [rst.eq(pipe_rst) for rst in datapath_rst.values()]
         pipe = make_trainer(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
                             serial=self.serial, lanes=self.lanes, dsp=self.dsp,
                             mul_stages=self.mul_stages)
-        mem = ResidentMemory(W, self.memory_words)
-        m.submodules.pipeline = ResetInserter(datapath_rst)(pipe)
-        m.submodules.resident = ResetInserter(datapath_rst)(mem)
+        mem = ResidentMemory(W, self.memory_words, spram=self.spram)
+        m.submodules.pipeline = ResetInserter(datapath_rst["pipeline"])(pipe)
+        m.submodules.resident = ResetInserter(datapath_rst["resident"])(mem)
         # the pipeline takes its words from a short FIFO: its valid and the source's ready are
         # registers, so the dispatcher's logic and the pipeline's accept logic stay separate
         # paths (three words: one per cycle through it)
         words = fifo.SyncFIFOBuffered(width=W, depth=3)
-        m.submodules.words = ResetInserter(datapath_rst)(words)
+        m.submodules.words = ResetInserter(datapath_rst["fifos"])(words)
         # ... and gives its model words to a short FIFO: the dispatcher's ready is then not a
         # path into the pipeline's read-back (the model banks' read enables across the lanes)
         model_words = fifo.SyncFIFOBuffered(width=32, depth=2)
-        m.submodules.model_words = ResetInserter(datapath_rst)(model_words)
+        m.submodules.model_words = ResetInserter(datapath_rst["fifos"])(model_words)
         wiring.connect(m, pipe.o_model, model_words.w_stream)
         model_out = model_words.r_stream
         m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
@@ -272,7 +279,7 @@ class DeviceCore(wiring.Component):
         sat_total = Signal(32)
         cycles_total = Signal(64)
         ev = Signal.like(pipe.events)
-        m.d.comb += ev.eq(Mux(datapath_rst, 0, pipe.events))
+        m.d.comb += ev.eq(Mux(datapath_rst["pipeline"], 0, pipe.events))
         row_pushed = Signal()                      # TRAIN_STREAM pushed a row's last word
         with m.If(row_pushed != (ev.row & ~resident_run)):
             m.d.sync += rows_pending.eq(Mux(row_pushed, rows_pending + 1, rows_pending - 1))
@@ -864,7 +871,7 @@ class Device(wiring.Component):
         Line rate.
     **params
         Passed to :class:`DeviceCore` (``max_payload``, ``batch_max``, ``tables``, ``build_id``,
-        ``rx_timeout``).
+        ``rx_timeout``, ``lanes``, ``dsp``, ``mul_stages``, ``serial``, ``spram``).
 
     Members
     -------

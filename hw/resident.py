@@ -1,15 +1,19 @@
 """The resident data memory behind STORE_DATA and RUN_EPOCHS.
 
-The device sees a write port and a read-out stream, nothing else, so the memory behind them can
-change per target (``amaranth.lib.memory`` here; iCE40 SPRAM later) without touching the
-dispatcher.
+The device sees a write port and a read-out stream, nothing else, so the memory behind them
+changes per target without touching the dispatcher: block RAM through ``amaranth.lib.memory``,
+or the single-port RAMs of the iCE40UP5K (SPRAM, 128 KiB in four blocks).
 """
 
-from amaranth import Module, Signal
+from amaranth import Array, ClockSignal, Instance, Module, Mux, Signal
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-__all__ = ["ResidentMemory"]
+__all__ = ["SPRAM_WORDS", "SPRAM_BITS", "ResidentMemory"]
+
+#: One iCE40UP5K SB_SPRAM256KA: 16,384 words of 16 bits.
+SPRAM_WORDS, SPRAM_BITS = 16384, 16
 
 
 class ResidentMemory(wiring.Component):
@@ -19,12 +23,23 @@ class ResidentMemory(wiring.Component):
     the consumer is ready (the read port's data register is the output stage, so back-pressure
     costs no bubble). A new ``start`` abandons a read-out in progress.
 
+    In block RAM the words are kept in banks of 32-bit columns, each with its own copy of the
+    read address: a copy drives one bank's block RAMs, where a single register would reach
+    every block RAM of a wide memory (64 of them for 8,192 x 128 bits on ECP5).
+
+    In SPRAM (``spram``) each block is a 16-bit column of 16,384 words; its one port writes
+    while ``w_en`` and reads otherwise, so writes and read-outs must not overlap (the device
+    stores data only while no run is under way).
+
     Parameters
     ----------
     width : int
         Bits per word.
     depth : int
         Words.
+    spram : bool
+        Build from iCE40UP5K SB_SPRAM256KA blocks: ``width`` a multiple of 16, ``depth`` of
+        16,384.
 
     Members
     -------
@@ -40,9 +55,13 @@ class ResidentMemory(wiring.Component):
         The words, in address order.
     """
 
-    def __init__(self, width, depth):
+    def __init__(self, width, depth, *, spram=False):
+        if spram and (width % SPRAM_BITS or depth % SPRAM_WORDS):
+            raise ValueError(f"SPRAM holds words of a multiple of {SPRAM_BITS} bits in a "
+                             f"multiple of {SPRAM_WORDS} words, not {depth} x {width}")
         self.width = width
         self.depth = depth
+        self.spram = spram
         super().__init__({
             "w_addr": In(range(max(2, depth))),
             "w_data": In(width),
@@ -54,19 +73,61 @@ class ResidentMemory(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mem = mem = memory.Memory(shape=self.width, depth=self.depth, init=[])
-        wr = mem.write_port()
-        rd = mem.read_port()
-        m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data), wr.en.eq(self.w_en)]
-
         ptr = Signal(range(self.depth + 1))
         end = Signal(range(self.depth + 1))
         fetch = ~self.o_stream.valid | self.o_stream.ready
-        m.d.comb += [rd.addr.eq(ptr), rd.en.eq(fetch), self.o_stream.payload.eq(rd.data)]
+        addrs = self._spram(m, ptr, end, fetch) if self.spram else self._banks(m, fetch)
+
+        def set_ptr(value):
+            return [ptr.eq(value), *(addr.eq(value) for addr in addrs)]
+
         with m.If(self.start):
-            m.d.sync += [ptr.eq(0), end.eq(self.length), self.o_stream.valid.eq(0)]
+            m.d.sync += [*set_ptr(0), end.eq(self.length), self.o_stream.valid.eq(0)]
         with m.Elif(fetch):
             m.d.sync += self.o_stream.valid.eq(ptr != end)
             with m.If(ptr != end):
-                m.d.sync += ptr.eq(ptr + 1)
+                m.d.sync += set_ptr(ptr + 1)
         return m
+
+    def _banks(self, m, fetch):
+        """Block RAM in 32-bit columns, each read at its own copy of the read address (the
+        build keeps ``*_replica*`` registers from being merged back into one); returns the
+        copies."""
+        banks = max(1, self.width // 32)
+        bank_width = self.width // banks
+        addrs = [Signal(range(self.depth + 1), name=f"ptr_replica{b}") for b in range(banks)]
+        for b, addr in enumerate(addrs):
+            bank = memory.Memory(shape=bank_width, depth=self.depth, init=[])
+            m.submodules[f"bank{b}"] = bank
+            wr, rd = bank.write_port(), bank.read_port()
+            column = slice(b * bank_width, (b + 1) * bank_width)
+            m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data[column]),
+                         wr.en.eq(self.w_en), rd.addr.eq(addr), rd.en.eq(fetch),
+                         self.o_stream.payload[column].eq(rd.data)]
+        return addrs
+
+    def _spram(self, m, ptr, end, fetch):
+        """SB_SPRAM256KA blocks: a row of ``width / 16`` per 16,384 words. A read selects the
+        row of ``ptr``, a write that of ``w_addr``; a block not selected keeps its output, so
+        the output stage is the blocks' data and the row read last."""
+        low = ceil_log2(SPRAM_WORDS)
+        rows = self.depth // SPRAM_WORDS
+        addr = Signal(max(len(self.w_addr), len(ptr)))
+        m.d.comb += addr.eq(Mux(self.w_en, self.w_addr, ptr))
+        read_row = Signal(range(rows))
+        with m.If(~self.start & fetch & (ptr != end)):
+            m.d.sync += read_row.eq(ptr[low:])
+        row_data = []
+        for r in range(rows):
+            data = Signal(self.width, name=f"row{r}_data")
+            select = (addr[low:] == r) & (self.w_en | fetch)
+            for c in range(self.width // SPRAM_BITS):
+                column = slice(c * SPRAM_BITS, (c + 1) * SPRAM_BITS)
+                m.submodules[f"spram{r}_{c}"] = Instance(
+                    "SB_SPRAM256KA",
+                    i_ADDRESS=addr[:low], i_DATAIN=self.w_data[column], i_MASKWREN=0b1111,
+                    i_WREN=self.w_en, i_CHIPSELECT=select, i_CLOCK=ClockSignal(),
+                    i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=data[column])
+            row_data.append(data)
+        m.d.comb += self.o_stream.payload.eq(Array(row_data)[read_row])
+        return []

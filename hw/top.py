@@ -157,7 +157,8 @@ def make_core(board, core="device", *, build_id=0):
         from .device import Device
         return Device(board.width, board.n_max, board.memory_words, clk_freq=board.clk_freq,
                       baud=board.baud, lanes=board.lanes, dsp=board.dsp,
-                      mul_stages=board.mul_stages, serial=board.serial, build_id=build_id)
+                      mul_stages=board.mul_stages, serial=board.serial, spram=board.spram,
+                      build_id=build_id)
     if core == "echo":
         return EchoCore(clk_freq=board.clk_freq, baud=board.baud)
     if core == "pipeline":

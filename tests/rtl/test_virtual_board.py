@@ -39,25 +39,29 @@ def board():
     assert stop(proc) == 0
 
 
+#: The iCEBreaker's device: the lane-serial trainer, resident data in SPRAM.
+SERIAL_PARAMS = dict(PARAMS, serial=True, spram=True, memory_words=16384)
+
+
 @pytest.fixture(scope="module")
 def serial_board():
-    proc, port = start_virtual_board(**PARAMS, serial=True)
+    proc, port = start_virtual_board(**SERIAL_PARAMS)
     yield proc, port
     assert stop(proc) == 0
 
 
 def test_client_trains_bit_exact(board):
-    train_bit_exact(board[1])
+    train_bit_exact(board[1], PARAMS["memory_words"])
 
 
 def test_lane_serial_board_trains_bit_exact(serial_board):
-    """The lane-serial trainer (as the iCE40 build) gives the same words."""
-    train_bit_exact(serial_board[1])
+    """The lane-serial trainer with SPRAM (as the iCE40 build) gives the same words."""
+    train_bit_exact(serial_board[1], SERIAL_PARAMS["memory_words"])
 
 
-def train_bit_exact(port):
+def train_bit_exact(port, memory_words):
     with DeviceClient(SerialTransport(f"socket://127.0.0.1:{port}"), timeout=5) as client:
-        assert (client.width, client.n_max, client.memory_words) == (32, 16, 512)
+        assert (client.width, client.n_max, client.memory_words) == (32, 16, memory_words)
         assert client.info["baud"] == 0
         for i, (fmt, loss, batch, delay) in enumerate([
                 (Format(Encoding.PAIR, 4), Loss.SQUARED, 1, 0),

@@ -1,0 +1,73 @@
+"""The resident memory alone: words written at random addresses read out in order, under random
+back-pressure and restarts, in Amaranth's simulator (block RAM in one bank, W = 32, and four,
+W = 128) and under cocotb (block RAM, and iCE40UP5K SPRAM with the toolchain's model of it)."""
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from zipml.hw.resident import SPRAM_WORDS, ResidentMemory
+from zipml.sim.runner import build_and_test, build_dir_for, primitive_model
+
+DEPTH = 64
+
+
+@pytest.mark.parametrize("width", [32, 128])
+def test_read_out_follows_writes(width):
+    dut = ResidentMemory(width, DEPTH)
+    rng = np.random.default_rng(width)
+    words = [int.from_bytes(rng.bytes(width // 8), "little") for _ in range(DEPTH)]
+    # (length, cycles of read-out before the next start; None: until the last word)
+    runs = [(DEPTH, None), (5, None), (DEPTH, 9), (0, None), (1, None), (DEPTH - 1, None)]
+    seen = []
+
+    async def bench(ctx):
+        for addr in rng.permutation(DEPTH):
+            ctx.set(dut.w_addr, int(addr))
+            ctx.set(dut.w_data, words[addr])
+            ctx.set(dut.w_en, 1)
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        for length, cut in runs:
+            ctx.set(dut.length, length)
+            ctx.set(dut.start, 1)
+            await ctx.tick()
+            ctx.set(dut.start, 0)
+            out, cycles = [], 0
+            while (len(out) < length) if cut is None else (cycles < cut):
+                ready = bool(rng.integers(0, 3))
+                ctx.set(dut.o_stream.ready, ready)
+                if ready and ctx.get(dut.o_stream.valid):
+                    out.append(ctx.get(dut.o_stream.payload))
+                await ctx.tick()
+                cycles += 1
+                assert cycles < 8 * DEPTH, "read-out stalled"
+            ctx.set(dut.o_stream.ready, 0)
+            # nothing beyond the last word
+            for _ in range(3):
+                await ctx.tick()
+            if cut is None:
+                assert not ctx.get(dut.o_stream.valid)
+            seen.append(out)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    for (length, cut), out in zip(runs, seen):
+        expected = words[:length] if cut is None else words[:len(out)]
+        assert out == expected
+    assert len(seen[2]) > 0
+
+
+@pytest.mark.parametrize("width, depth, words, spram", [
+    (128, 1024, 1024, False),
+    # two rows of SPRAM blocks (iCE40UP5K: 4 x 16,384 x 16 bits), read across the rows
+    (32, 2 * SPRAM_WORDS, SPRAM_WORDS + 300, True),
+])
+def test_read_out_in_simulation(request, width, depth, words, spram):
+    build_dir = build_dir_for(request)
+    sources = [primitive_model("ice40", "SB_SPRAM256KA", build_dir)] if spram else []
+    build_and_test(ResidentMemory(width, depth, spram=spram), "resident_tb", build_dir,
+                   sources=sources, env={"WIDTH": width, "DEPTH": depth, "WORDS": words,
+                                         "BOUNDARY": SPRAM_WORDS if spram else depth // 2})
