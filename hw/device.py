@@ -76,7 +76,7 @@ from .scalar import count_decay_epoch, decayed_lr
 from .serial import make_trainer
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
-__all__ = ["DeviceCore", "Device"]
+__all__ = ["frame_timeout_cycles", "DeviceCore", "Device"]
 
 #: Request payload prefixes parsed before a command is checked.
 _PREFIX = {Cmd.CONFIGURE: ConfigureRequest, Cmd.LOAD_MODEL: ModelOffset,
@@ -86,6 +86,11 @@ _PREFIX_BYTES = max(struct_bytes(s) for s in _PREFIX.values())
 _STATUS_BYTES = struct_bytes(StatusReply)
 _MW = protocol.MODEL_WORD_BYTES
 _LE = protocol.LEVEL_ENTRY_BYTES
+
+
+def frame_timeout_cycles(rx_timeout, clk_freq):
+    """Cycles of input silence after which the frame receiver drops a partial frame."""
+    return max(2, round(rx_timeout * clk_freq))
 
 
 def _status_window(layout):
@@ -176,7 +181,7 @@ class DeviceCore(wiring.Component):
             raise ValueError(f"lanes must be within {width // 32}..{width}, not {lanes}")
         self.formats = all_formats(width, self.lanes)
         self.rx_timeout = rx_timeout
-        self.timeout_cycles = max(2, round(rx_timeout * clk_freq))
+        self.timeout_cycles = frame_timeout_cycles(rx_timeout, clk_freq)
         self.encodings = tuple(Encoding)
         self.level_modes = tuple(LevelMode) if tables else (
             LevelMode.UNIFORM_SIGNED, LevelMode.UNIFORM_UNSIGNED)

@@ -42,7 +42,7 @@ from amaranth.lib.wiring import In, Out
 
 from zipml.sim.runner import ROOT, primitive_model, sim_env, verilator_makeflags
 
-__all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "build", "serve",
+__all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "device_parameters", "build", "serve",
            "start_virtual_board", "stop", "main", "put_chunks", "take_chunks"]
 
 #: Default parameters of the simulated device.
@@ -142,6 +142,14 @@ def make_core(**params):
         max_payload=p["max_payload"], batch_max=p["batch_max"], build_id=p["build_id"],
         rx_timeout=_RX_TIMEOUT, lanes=p["lanes"], tables=p["tables"], dsp=p["dsp"],
         mul_stages=p["mul_stages"], serial=p["serial"], spram=p["spram"]))
+
+
+def device_parameters(**params):
+    """The simulated device's parameters (:data:`DEFAULTS` updated with ``params``) and its
+    frame timeout in cycles (``timeout_cycles``), without building it."""
+    from zipml.hw.device import frame_timeout_cycles
+    p = _params(params)
+    return dict(p, timeout_cycles=frame_timeout_cycles(_RX_TIMEOUT, p["clk_freq"]))
 
 
 def _key(params):

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from zipml.sim.runner import ROOT, build_dir_for, simulator_available
-from zipml.sim.virtual_board import build, make_core
+from zipml.sim.virtual_board import build, device_parameters
 
 PARAMS = dict(width=32, n_max=16, memory_words=512, max_payload=256, batch_max=8)
 FRAMES = int(os.environ.get("FUZZ_FRAMES", 10_000))
@@ -30,15 +30,16 @@ def test_fuzz(request):
 
     assert FRAMES >= 10_000 or "FUZZ_FRAMES" in os.environ
     build_dir = build(**PARAMS)
-    core = make_core(**PARAMS).core
+    device = device_parameters(**PARAMS)
     out = build_dir_for(request)
     out.mkdir(parents=True, exist_ok=True)
     report = out / "fuzz.json"
     report.unlink(missing_ok=True)
-    env = {"WIDTH": core.width, "N_MAX": core.n_max, "MEMORY_WORDS": core.memory_words,
-           "MAX_PAYLOAD": core.max_payload, "BATCH_MAX": core.batch_max,
-           "BUILD_ID": core.build_id, "CLK_FREQ": int(core.clk_freq),
-           "TIMEOUT_CYCLES": core.timeout_cycles, "FUZZ_FRAMES": FRAMES,
+    env = {"WIDTH": device["width"], "N_MAX": device["n_max"],
+           "MEMORY_WORDS": device["memory_words"], "MAX_PAYLOAD": device["max_payload"],
+           "BATCH_MAX": device["batch_max"], "BUILD_ID": device["build_id"],
+           "CLK_FREQ": int(device["clk_freq"]), "TIMEOUT_CYCLES": device["timeout_cycles"],
+           "FUZZ_FRAMES": FRAMES,
            "FUZZ_REPORT": report}
     test_dir = str(ROOT / "tests" / "rtl")
     sys.path.insert(0, test_dir)      # the runner passes sys.path to the simulator
