@@ -251,7 +251,7 @@ BOARDS = {
         width=128, n_max=256,
         lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
         core="device",
-        clk_in=25e6, clk_target=45e6,             # 45 MHz / 3 Mbaud = 15 cycles per bit
+        clk_in=25e6, clk_target=60e6,             # 60 MHz / 3 Mbaud = 20 cycles per bit
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
         nextpnr_opts="--router router2",
