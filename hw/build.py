@@ -25,13 +25,15 @@ import os
 import platform as _platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 __all__ = ["REPO", "DEFAULT_SEED", "KEEP_REPLICAS", "source_id", "tool_env", "parse_nextpnr_log",
-           "parse_yosys_cells", "build", "program", "add_build_arguments",
+           "over_capacity", "run_toolchain", "parse_yosys_cells", "build", "program",
+           "add_build_arguments",
            "add_program_arguments", "run_build", "run_program", "main"]
 
 #: The checkout this module lives in (``hw/`` is one level below it).
@@ -116,6 +118,38 @@ def parse_nextpnr_log(text):
                     block.append(body)
             paths[m[1]] = block
     return {"cells": cells, "clocks": clocks, "critical_paths": paths}
+
+
+def over_capacity(text):
+    """The cells a nextpnr log reports in excess of the device: ``{type: (used, total)}``
+    (empty while no utilisation is reported or everything fits)."""
+    return {cell: (used, total)
+            for cell, (used, total) in parse_nextpnr_log(text)["cells"].items() if used > total}
+
+
+def run_toolchain(command, cwd, env, log, *, capture=True, poll=1.0):
+    """Run the build script ``command`` in ``cwd``; return ``(returncode, stdout, stderr)``.
+
+    Watches nextpnr's ``log`` meanwhile: a design larger than the device stops the tools as
+    soon as the packer reports it (nextpnr's placer would otherwise search for hours) and
+    raises ValueError naming the cells over capacity.
+    """
+    pipe = subprocess.PIPE if capture else None
+    with subprocess.Popen(command, cwd=cwd, env=env, stdout=pipe, stderr=pipe, text=True,
+                          start_new_session=True) as proc:
+        while True:
+            try:
+                out, err = proc.communicate(timeout=poll)
+                return proc.returncode, out, err
+            except subprocess.TimeoutExpired:
+                pass
+            over = over_capacity(log.read_text(errors="replace")) if log.exists() else {}
+            if over:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.communicate()
+                cells = ", ".join(f"{used:,} {cell} of {total:,} ({used / total:.0%})"
+                                  for cell, (used, total) in over.items())
+                raise ValueError(f"the design does not fit the device: {cells} (logs in {cwd})")
 
 
 _STAT_CELL = re.compile(r"^\s+(?:(\d+)\s+(?:[\d.]+\s+)?([$\w]+)|([$\w]+)\s+(\d+))\s*$")
@@ -344,12 +378,15 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
         shutil.rmtree(build_dir)
     script = ["sh", f"{plan.script}.sh"]
     plan.extract(str(build_dir))
-    result = subprocess.run(script, cwd=build_dir, env=env,
-                            capture_output=not verbose, text=True)
-    if result.returncode:
-        tail = (result.stderr or "")[-4000:] + (result.stdout or "")[-2000:]
+    try:
+        returncode, stdout, stderr = run_toolchain(script, build_dir, env,
+                                                   build_dir / f"{name}.tim", capture=not verbose)
+    except ValueError as exc:
+        raise ValueError(f"{board.name}/{core}: {exc}") from None
+    if returncode:
+        tail = (stderr or "")[-4000:] + (stdout or "")[-2000:]
         raise RuntimeError(f"{board.name}/{core}: toolchain failed "
-                           f"(exit {result.returncode}; logs in {build_dir}):\n{tail}")
+                           f"(exit {returncode}; logs in {build_dir}):\n{tail}")
     seconds = time.monotonic() - start
 
     log_text = (build_dir / f"{name}.tim").read_text()

@@ -7,12 +7,22 @@ import hashlib
 import json
 import re
 import subprocess
+import time
+from pathlib import Path
 
 import pytest
 
 from zipml.contract import WORD_WIDTHS
 from zipml.hw.boards import BOARDS, ecppll, icepll
-from zipml.hw.build import REPO, build, parse_nextpnr_log, parse_yosys_cells, tool_env
+from zipml.hw.build import (
+    REPO,
+    build,
+    over_capacity,
+    parse_nextpnr_log,
+    parse_yosys_cells,
+    run_toolchain,
+    tool_env,
+)
 from zipml.hw.top import BoardTop, make_core
 from zipml.hw.uart import uart_divisor
 
@@ -80,6 +90,51 @@ def test_parse_nextpnr_log():
     assert parsed["critical_paths"]["clk"][-1] == "12.37 ns logic, 20.89 ns routing"
 
 
+_OVER = """\
+Info: Device utilisation:
+Info: \t         ICESTORM_LC:    7774/   5280   147%
+Info: \t        ICESTORM_RAM:      18/     30    60%
+Info: \t      ICESTORM_SPRAM:       4/      4   100%
+"""
+
+
+def test_over_capacity():
+    assert over_capacity(_LOG) == {}
+    assert over_capacity(_OVER) == {"ICESTORM_LC": (7774, 5280)}
+    assert over_capacity(_OVER[:_OVER.index("5280") + 2]) == {}       # a line cut short
+
+
+def _script(tmp_path, log_text, then):
+    """A stand-in for the build script: writes ``log_text`` to the log, then runs ``then``
+    (its PID written to ``pid``)."""
+    (tmp_path / "log.in").write_text(log_text)
+    (tmp_path / "run.sh").write_text(f"cp log.in zipml.tim\n{then} &\necho $! > pid\nwait\n")
+    return ["sh", "run.sh"]
+
+
+def test_run_toolchain_stops_a_design_too_large(tmp_path):
+    command = _script(tmp_path, _OVER, "sleep 120")
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=r"does not fit the device: 7,774 ICESTORM_LC of "
+                                         r"5,280 \(147%\)"):
+        run_toolchain(command, tmp_path, None, tmp_path / "zipml.tim", poll=0.1)
+    assert time.monotonic() - start < 30
+    # the tools were stopped with the script (gone, or a zombie left for init to reap)
+    stat = Path(f"/proc/{int((tmp_path / 'pid').read_text())}/stat")
+    for _ in range(50):
+        if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the script's child still runs")
+
+
+def test_run_toolchain_runs_a_design_that_fits(tmp_path):
+    command = _script(tmp_path, _LOG, "echo done")
+    assert run_toolchain(command, tmp_path, None, tmp_path / "zipml.tim", poll=0.1) == \
+        (0, "done\n", "")
+
+
 def test_parse_yosys_cells():
     text = "   Number of cells: 9\n     SB_DFF   4\n     SB_LUT4  5\n\nfoo\n"
     assert parse_yosys_cells(text) == {"SB_DFF": 4, "SB_LUT4": 5}
@@ -140,6 +195,15 @@ def test_board_build_at_another_clock(tmp_path):
     assert report["timing"]["target_mhz"] == pytest.approx(24)
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["command"].endswith("--clock 24")
+
+
+def test_board_build_device_too_large_for_icebreaker(tmp_path):
+    """The iCEBreaker carries the echo core because the device does not fit the UP5K: its
+    build says so as soon as nextpnr has packed it, instead of placing for hours."""
+    with pytest.raises(ValueError, match=r"icebreaker/device: the design does not fit the "
+                                         r"device: [\d,]+ ICESTORM_LC of 5,280"):
+        build(BOARDS["icebreaker"], tmp_path / "out", "device", build_dir=tmp_path / "build")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))
