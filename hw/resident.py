@@ -109,7 +109,8 @@ class ResidentMemory(wiring.Component):
     def _spram(self, m, ptr, end, fetch):
         """SB_SPRAM256KA blocks: a row of ``width / 16`` per 16,384 words. A read selects the
         row of ``ptr``, a write that of ``w_addr``; a block not selected keeps its output, so
-        the output stage is the blocks' data and the row read last."""
+        the output stage is the blocks' data and the row read last. One address serves every
+        block: returns no copies."""
         low = ceil_log2(SPRAM_WORDS)
         rows = self.depth // SPRAM_WORDS
         addr = Signal(max(len(self.w_addr), len(ptr)))
