@@ -217,9 +217,8 @@ def test_committed_bitstream_matches_source(name):
     _check_report(report, manifest, board, board.core)
     if board.core == "device":
         params = report["parameters"]
-        # (reports older than SPRAM support have no "spram": block RAM)
         assert (params["serial"], params["lanes"], params["dsp"], params["memory_words"],
-                params.get("spram", False)) == \
+                params["spram"]) == \
             (board.serial, board.lanes, board.dsp, board.memory_words, board.spram)
     assert report["timing"]["pass"]
     bitstream = folder / report["bitstream"]["file"]
