@@ -67,5 +67,5 @@ def test_spram_read_out(request):
     depth = 2 * SPRAM_WORDS
     build_and_test(ResidentMemory(32, depth, spram=True), "resident_tb", build_dir,
                    sources=[primitive_model("ice40", "SB_SPRAM256KA", build_dir)],
-                   env={"WIDTH": 32, "DEPTH": depth, "WORDS": SPRAM_WORDS + 300,
+                   env={"WIDTH": 32, "WORDS": SPRAM_WORDS + 300,
                         "BOUNDARY": SPRAM_WORDS})
