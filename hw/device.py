@@ -264,9 +264,6 @@ class DeviceCore(wiring.Component):
         table_log2 = Signal(4)                     # 0: no table loaded
         stored_words = Signal(range(self.memory_words + 1))
         epochs_left = Signal(32)
-        # ``epochs_left != 0`` in a register of its own: it starts every resident run, and
-        # the start fans out over the pipeline (a 32-bit compare in front of it cost 75 MHz)
-        runs_pending = Signal()
         last_error = Signal(Status)
         last_error_cmd = Signal(8)
 
@@ -302,7 +299,7 @@ class DeviceCore(wiring.Component):
             m.d.sync += cycles_total.eq(cycles_total + 1)
 
         state = Signal(DeviceState)
-        with m.If(runs_pending):
+        with m.If(epochs_left != 0):
             m.d.comb += state.eq(DeviceState.BUSY)
         with m.Elif(~configured):
             m.d.comb += state.eq(DeviceState.UNCONFIGURED)
@@ -359,9 +356,9 @@ class DeviceCore(wiring.Component):
         run_end = run_active & ~pipe.busy
         with m.If(run_end):
             m.d.sync += run_active.eq(0)
-            with m.If(resident_run & runs_pending):
-                m.d.sync += [epochs_left.eq(epochs_left - 1), runs_pending.eq(epochs_left != 1)]
-        with m.Elif(runs_pending & ~run_active & ~pipe.busy):
+            with m.If(resident_run & (epochs_left != 0)):
+                m.d.sync += epochs_left.eq(epochs_left - 1)
+        with m.Elif((epochs_left != 0) & ~run_active & ~pipe.busy):
             m.d.comb += [pipe.start.eq(1), mem.start.eq(1)]
             m.d.sync += [run_active.eq(1), resident_run.eq(1)]
 
@@ -569,7 +566,7 @@ class DeviceCore(wiring.Component):
             return [run_active.eq(0), resident_run.eq(0), rows_total.eq(0), epochs_total.eq(0),
                     sat_total.eq(0), cycles_total.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
                     epoch_pos.eq(0), row_pos.eq(0), started.eq(0), rows_pending.eq(0),
-                    epochs_left.eq(0), runs_pending.eq(0)]
+                    epochs_left.eq(0)]
 
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
@@ -643,8 +640,7 @@ class DeviceCore(wiring.Component):
                                          bcnt.eq(0)]
                             m.next = "SD_BYTE"
                         with m.Case(Cmd.RUN_EPOCHS.value):
-                            m.d.sync += [epochs_left.eq(req_run.epochs),
-                                         runs_pending.eq(req_run.epochs != 0)]
+                            m.d.sync += epochs_left.eq(req_run.epochs)
                             respond(Status.OK)
 
             with m.State("DRAIN"):

@@ -90,7 +90,6 @@ RunEvents = data.StructLayout({"row": 1, "epoch": 1, "saturated": 1})
 _LO_SHIFT = RAW_FRAC - VALUE_FRAC        # RAW product bits kept out of the main adder tree
 _DELTA_SHIFT = SCALAR_FRAC - 24          # delta = round(c * v / 2**(6 + f))
 _GROUP = 8                               # lanes per replica of a broadcast signal
-_PRODUCT_PARTS = 3                       # registered partial sums of a product in logic
 _DSP_SPLIT = 17                          # low bits of a 32-bit factor in the first multiplier
 
 
@@ -238,16 +237,15 @@ class SGDPipeline(wiring.Component):
         return full
 
     def _product(self, m, a, b, name, dsp):
-        """``a * b`` (32-bit ``a``, narrow ``b``) in parts, summed after ``mul_stages``
+        """``a * b`` (32-bit ``a``, narrow ``b``) in two parts, summed after ``mul_stages``
         registers (the first on the operands when there are two): with ``dsp`` two hard
         multiplies (``a``'s low 17 bits, unsigned, and its high bits, signed: 18 x 18
-        multipliers take either); otherwise shift-and-add in ``_PRODUCT_PARTS`` partial
-        sums (two levels of additions each for a 9-bit ``b``)."""
+        multipliers take either); otherwise shift-and-add."""
         a, b = self._operands(m, name, a, b)
         if dsp:
             parts = [a[:_DSP_SPLIT] * b, (a[_DSP_SPLIT:].as_signed() * b) << _DSP_SPLIT]
         elif self.mul_stages:
-            parts = shift_add_mul(m, a, b, name, parts=_PRODUCT_PARTS)
+            parts = shift_add_mul(m, a, b, name, parts=2)
         else:
             return shift_add_mul(m, a, b, name)
         if not self.mul_stages:
@@ -753,45 +751,27 @@ class SGDPipeline(wiring.Component):
         ld_lane = Signal(range(L))
         ld_addr = Signal.like(in_wi)
         ld_cnt = Signal(16)
-        # Read-back in two stages that advance together: the working banks' outputs (a word's
-        # lane in rb_lane1), then one register per group of lanes holding the word of its group
-        # (the group in rb_group2); o_model selects among the groups. The banks sit all over
-        # the lane array, and a single select across them was the slowest path at 75 MHz.
         rb_lane = Signal(range(L))
-        rb_lane1 = Signal(range(L))
-        rb_group2 = Signal(range(len(groups)))
+        rb_lane_d = Signal(range(L))
         rb_addr = Signal.like(in_wi)
         rb_cnt = Signal(16)
-        rb_valid1 = Signal()
         rb_valid = Signal()
         loading = Signal()
         reading = Signal()
         rb_advance = ~rb_valid | self.o_model.ready
         rb_issue = reading & rb_advance & (rb_cnt != n)
-        rb_finish = reading & rb_advance & (rb_cnt == n) & ~rb_valid1
-        rb_group_words = []
-        for g in groups:
-            word = Signal(signed(MODEL_BITS), name=f"rb_word{g}", reset_less=True)
-            banks = [work_rd[j].data for j in range(g * _GROUP, min(L, (g + 1) * _GROUP))]
-            with m.If(reading & rb_advance):
-                m.d.sync += word.eq(Array(banks)[rb_lane1 % _GROUP])
-            rb_group_words.append(word)
+        rb_finish = reading & rb_advance & (rb_cnt == n)
         m.d.comb += [self.o_model.valid.eq(rb_valid),
-                     self.o_model.payload.eq(Array(rb_group_words)[rb_group2]),
+                     self.o_model.payload.eq(Array(r.data for r in work_rd)[rb_lane_d]),
                      self.i_model.ready.eq(loading)]
         with m.If(reading & rb_advance):
-            m.d.sync += [rb_valid1.eq(rb_issue), rb_valid.eq(rb_valid1),
-                         rb_group2.eq(rb_lane1 // _GROUP)]
+            m.d.sync += rb_valid.eq(rb_issue)
         with m.If(rb_issue):
-            m.d.sync += [rb_cnt.eq(rb_cnt + 1), rb_lane1.eq(rb_lane)]
+            m.d.sync += [rb_cnt.eq(rb_cnt + 1), rb_lane_d.eq(rb_lane)]
             with m.If(rb_lane == per_word - 1):
                 m.d.sync += [rb_lane.eq(0), rb_addr.eq(rb_addr + 1)]
             with m.Else():
                 m.d.sync += rb_lane.eq(rb_lane + 1)
-
-        def restart_read_back():
-            return [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0), rb_valid1.eq(0), rb_valid.eq(0)]
-
         ld_fire = self.i_model.valid & loading
         with m.If(ld_fire):
             m.d.sync += ld_cnt.eq(ld_cnt + 1)
@@ -852,7 +832,7 @@ class SGDPipeline(wiring.Component):
                     m.d.sync += [epoch_bank.eq(0), ld_cnt.eq(0), ld_lane.eq(0), ld_addr.eq(0)]
                     m.next = "LOAD"
                 with m.Elif(self.read):
-                    m.d.sync += restart_read_back()
+                    m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0), rb_valid.eq(0)]
                     m.next = "READ"
             with m.State("LOAD"):
                 m.d.comb += [loading.eq(1), self.busy.eq(1)]
@@ -875,7 +855,8 @@ class SGDPipeline(wiring.Component):
                                  *restart_input()]
                     count_decay_epoch(m, cfg.lr_decay_epochs, decay_cnt, lr_shift)
                     with m.If(cfg.snapshots):
-                        m.d.sync += restart_read_back()
+                        m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0),
+                                     rb_valid.eq(0)]
                         m.next = "SNAP"
                     with m.Elif(last_epoch):
                         m.next = "IDLE"

@@ -20,14 +20,12 @@ class ResidentMemory(wiring.Component):
     """``depth`` words of ``width`` bits: written word by word, read out as a stream.
 
     A ``start`` pulse reads words ``0 .. length - 1`` out on ``o_stream``, one per cycle while
-    the consumer is ready (the stages advance together, so back-pressure costs no bubble). A
-    new ``start`` abandons a read-out in progress.
+    the consumer is ready (the read port's data register is the output stage, so back-pressure
+    costs no bubble). A new ``start`` abandons a read-out in progress.
 
     In block RAM the words are kept in banks of 32-bit columns, each with its own copy of the
     read address: a copy drives one bank's block RAMs, where a single register would reach
-    every block RAM of a wide memory (64 of them for 8,192 x 128 bits on ECP5). The block
-    RAMs' outputs are registered once more before ``o_stream``: ECP5 block RAM data arrives
-    late in the cycle (5.8 ns), too late to cross the part as well.
+    every block RAM of a wide memory (64 of them for 8,192 x 128 bits on ECP5).
 
     In SPRAM (``spram``) each block is a 16-bit column of 16,384 words; its one port writes
     while ``w_en`` and reads otherwise, so writes and read-outs must not overlap (the device
@@ -78,33 +76,23 @@ class ResidentMemory(wiring.Component):
         ptr = Signal(range(self.depth + 1))
         end = Signal(range(self.depth + 1))
         fetch = ~self.o_stream.valid | self.o_stream.ready
-        read = Signal()                    # the memory's outputs hold the word read last
-        read_data = Signal(self.width)
-        addrs = (self._spram(m, ptr, end, fetch, read_data) if self.spram
-                 else self._banks(m, fetch, read_data))
+        addrs = self._spram(m, ptr, end, fetch) if self.spram else self._banks(m, fetch)
 
         def set_ptr(value):
             return [ptr.eq(value), *(addr.eq(value) for addr in addrs)]
 
         with m.If(self.start):
-            m.d.sync += [*set_ptr(0), end.eq(self.length), read.eq(0)]
+            m.d.sync += [*set_ptr(0), end.eq(self.length), self.o_stream.valid.eq(0)]
         with m.Elif(fetch):
-            m.d.sync += read.eq(ptr != end)
+            m.d.sync += self.o_stream.valid.eq(ptr != end)
             with m.If(ptr != end):
                 m.d.sync += set_ptr(ptr + 1)
-        if self.spram:
-            m.d.comb += [self.o_stream.valid.eq(read), self.o_stream.payload.eq(read_data)]
-        else:
-            with m.If(self.start):
-                m.d.sync += self.o_stream.valid.eq(0)
-            with m.Elif(fetch):
-                m.d.sync += [self.o_stream.valid.eq(read), self.o_stream.payload.eq(read_data)]
         return m
 
-    def _banks(self, m, fetch, read_data):
+    def _banks(self, m, fetch):
         """Block RAM in 32-bit columns, each read at its own copy of the read address (the
-        build keeps ``*_replica*`` registers from being merged back into one) into
-        ``read_data``; returns the copies."""
+        build keeps ``*_replica*`` registers from being merged back into one); returns the
+        copies."""
         banks = max(1, self.width // 32)
         bank_width = self.width // banks
         addrs = [Signal(range(self.depth + 1), name=f"ptr_replica{b}") for b in range(banks)]
@@ -115,14 +103,14 @@ class ResidentMemory(wiring.Component):
             column = slice(b * bank_width, (b + 1) * bank_width)
             m.d.comb += [wr.addr.eq(self.w_addr), wr.data.eq(self.w_data[column]),
                          wr.en.eq(self.w_en), rd.addr.eq(addr), rd.en.eq(fetch),
-                         read_data[column].eq(rd.data)]
+                         self.o_stream.payload[column].eq(rd.data)]
         return addrs
 
-    def _spram(self, m, ptr, end, fetch, read_data):
+    def _spram(self, m, ptr, end, fetch):
         """SB_SPRAM256KA blocks: a row of ``width / 16`` per 16,384 words. A read selects the
         row of ``ptr``, a write that of ``w_addr``; a block not selected keeps its output, so
-        the output stage is the blocks' data and the row read last (``read_data``). One
-        address serves every block: returns no copies."""
+        the output stage is the blocks' data and the row read last. One address serves every
+        block: returns no copies."""
         low = ceil_log2(SPRAM_WORDS)
         rows = self.depth // SPRAM_WORDS
         addr = Signal(max(len(self.w_addr), len(ptr)))
@@ -142,5 +130,5 @@ class ResidentMemory(wiring.Component):
                     i_WREN=self.w_en, i_CHIPSELECT=select, i_CLOCK=ClockSignal(),
                     i_STANDBY=0, i_SLEEP=0, i_POWEROFF=1, o_DATAOUT=data[column])
             row_data.append(data)
-        m.d.comb += read_data.eq(Array(row_data)[read_row])
+        m.d.comb += self.o_stream.payload.eq(Array(row_data)[read_row])
         return []

@@ -12,16 +12,15 @@ The schedule, per row of R words:
   :func:`update_write` cycles after that batch's last input word); this is the only per-batch
   overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + update_write - 2``;
 - an epoch ends when its last row is written back; the next epoch's first word is accepted
-  :data:`EPOCH_GAP` cycles later, plus ``n +`` :data:`READ_BACK_STAGES` when the pipeline
-  streams a snapshot of the model after every epoch.
+  :data:`EPOCH_GAP` cycles later, plus ``n + 1`` when the pipeline streams a snapshot of the
+  model after every epoch.
 """
 
 from zipml import contract
 
 __all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
-           "UPDATE_WRITE", "EPOCH_GAP", "READ_BACK_STAGES", "SERIAL_ROW_CYCLES", "tree_stages",
-           "dot_latency", "update_write", "run_cycles", "efficiency", "serial_slots",
-           "serial_run_cycles"]
+           "UPDATE_WRITE", "EPOCH_GAP", "SERIAL_ROW_CYCLES", "tree_stages", "dot_latency",
+           "update_write", "run_cycles", "efficiency", "serial_slots", "serial_run_cycles"]
 
 #: Default extra register stages inside the lane products (SGDPipeline's ``mul_stages``): one
 #: splits the shift-and-add sums and registers the RAW hard-multiplier outputs.
@@ -41,9 +40,6 @@ SCALAR_STAGES = 5
 UPDATE_WRITE = 2
 #: Cycles from an epoch's last write-back to accepting the next epoch's first word.
 EPOCH_GAP = 1
-#: A model read-back's cycles beyond one per word: the working banks' outputs, the lane groups'
-#: registers.
-READ_BACK_STAGES = 2
 
 
 def tree_stages(width, lanes=None):
@@ -85,7 +81,7 @@ def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES, la
             t = last_word + 1
             left -= rows
             k += 1
-        last = written[-1] + (config.n_features + READ_BACK_STAGES if snapshots else 0)
+        last = written[-1] + (config.n_features + 1 if snapshots else 0)
         t = last + EPOCH_GAP
     return last
 
