@@ -229,11 +229,11 @@ BOARDS = {
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5",
         # W = 64 with 16 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
-        # b >= 2, RAW) at one word per cycle; every lane product on the 18 x 18 multipliers
-        # (76 of 156), a third less logic than with half of them in logic. W = 128 with
-        # 32 lanes synthesizes and places, but routing stalls (docs/PIPELINE.md).
+        # b >= 2, RAW) at one word per cycle; the lane products of the first 8 lanes on the
+        # 18 x 18 multipliers, the rest in logic. W = 128 with 32 lanes synthesizes and
+        # places, but routing stalls (docs/PIPELINE.md).
         width=64, n_max=256,
-        lanes=16, dsp=16, mul_stages=2, serial=False, memory_words=8192, spram=False,
+        lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
         core="device",
         # 60 MHz / 3 Mbaud = 20 cycles per bit.
         clk_in=25e6, clk_target=60e6,

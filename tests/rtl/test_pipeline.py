@@ -35,7 +35,7 @@ def test_pipeline(request, width, n_max, suites):
 
 
 @pytest.mark.parametrize("width, n_max, lanes, dsp, mul_stages, suites", [
-    (64, 256, 16, 16, 2, ["formats", "batches", "saturate"]),        # the ULX3S build
+    (64, 256, 16, 8, 2, ["formats", "batches", "saturate"]),         # the ULX3S build
     (128, 256, 16, 8, 2, ["quick", "saturate"]),        # the ULX3S W = 128 build
     (128, 256, 32, 8, 2, ["quick", "saturate"]),        # W = 128 (places on the 85F, no route)
     (64, 128, 8, True, 1, ["quick", "saturate"]),
