@@ -419,12 +419,12 @@ class DeviceCore(wiring.Component):
             m.d.sync += [cache.status.eq(status), cache.length.eq(0), cache_model.eq(0)]
             m.next = "DRAIN"
 
-        # Word assembly: payload bytes, least significant first.
+        # Word assembly: payload bytes, least significant first, shifted in at the top (and,
+        # for READ_MODEL, a model word's bytes shifted out at the bottom).
         asm = Signal(W)
         asm_next = Cat(asm[8:], byte)
         bcnt = Signal(range(max(wb, 4)))
-        small = Signal(32)                          # 4-byte model words, 2-byte table entries
-        small_next = Cat(small[8:], byte)
+        small_next = asm_next[-32:]                 # 4-byte model words, 2-byte table entries
         # a word index: into the model, a level table or the resident memory (the checks keep
         # every value in range)
         idx = Signal(range(max(self.memory_words, self.n_max, 1 << MAX_BITS) + 1))
@@ -434,7 +434,6 @@ class DeviceCore(wiring.Component):
         tb_bad = Signal()
         cp_valid = Signal()
         cp_index = Signal(MAX_BITS)
-        w_word = Signal(32)
         cfg_rem = Signal(17)
         mul_acc = Signal.like(epoch_words)
         mul_cand = Signal.like(epoch_words)
@@ -699,7 +698,7 @@ class DeviceCore(wiring.Component):
                              st_wr.data.eq(small_next),
                              st_wr.en.eq(take & (bcnt == _MW - 1))]
                 with m.If(take):
-                    m.d.sync += [small.eq(small_next), bcnt.eq(bcnt + 1)]
+                    m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
                         m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
                 with m.If(remaining == 0):
@@ -728,7 +727,7 @@ class DeviceCore(wiring.Component):
                 m.d.comb += [rx_payload.ready.eq(remaining != 0), tb_wr.addr.eq(idx),
                              tb_wr.data.eq(entry), tb_wr.en.eq(take & (bcnt == _LE - 1))]
                 with m.If(take):
-                    m.d.sync += [small.eq(small_next), bcnt.eq(bcnt + 1)]
+                    m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _LE - 1):
                         m.d.sync += [bcnt.eq(0), idx.eq(idx + 1), tb_prev.eq(entry)]
                         with m.If((entry > contract.TABLE_MAX) | (entry < -contract.TABLE_MAX) |
@@ -850,13 +849,13 @@ class DeviceCore(wiring.Component):
                     m.d.comb += model_out.ready.eq(1)
                     m.d.sync += idx.eq(idx + 1)
                     with m.If(in_range):
-                        m.d.sync += [w_word.eq(model_out.payload), bcnt.eq(0)]
+                        m.d.sync += [asm.eq(model_out.payload), bcnt.eq(0)]
                         m.next = "RM_BYTES"
             with m.State("RM_BYTES"):
                 m.d.comb += [txf.w_stream.valid.eq(1),
-                             txf.w_stream.payload.eq(w_word.word_select(bcnt[:2], 8))]
+                             txf.w_stream.payload.eq(asm[:8])]
                 with m.If(txf.w_stream.ready):
-                    m.d.sync += bcnt.eq(bcnt + 1)
+                    m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
                         m.next = "RM_WORD"
         return m

@@ -44,7 +44,6 @@ from .lanes import (
     all_formats,
     format_cases,
     format_id,
-    lane_codes,
     uniform_value,
 )
 from .pipeline import ConfigLayout, RunEvents, SGDPipeline, TableEntry
@@ -110,6 +109,14 @@ class SerialSGDPipeline(wiring.Component):
         per_last = Signal(range(W + 1))
         field_bits = Signal(range(33))
         half = Signal(MAX_BITS + 1)
+        # the field (at bit 0 of the shift register) -> level code, for every code format:
+        # the code's bits, where sample B's code starts, COMPACT's index bits
+        code_mask = Signal(MAX_BITS)
+        b_at = Signal(range(MAX_BITS + 1))
+        compact = Signal()
+        index_bits = Signal(range(MAX_BITS + 1))
+        index_mask = Signal(MAX_BITS)
+        align = Signal(range(MAX_BITS))
         m.d.sync += [is_raw.eq(cfg.encoding == Encoding.RAW),
                      table_mode.eq(cfg.levels == LevelMode.TABLE),
                      unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED)]
@@ -117,7 +124,13 @@ class SerialSGDPipeline(wiring.Component):
             m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f)),
                          field_bits.eq(f.field_bits)]
             if f.encoding != Encoding.RAW:
-                m.d.sync += half.eq(1 << (MAX_BITS - f.bits))
+                compact_f = f.encoding == Encoding.COMPACT
+                m.d.sync += [half.eq(1 << (MAX_BITS - f.bits)), align.eq(MAX_BITS - f.bits),
+                             code_mask.eq((1 << f.bits) - 1),
+                             b_at.eq(f.bits if f.encoding == Encoding.PAIR else 0),
+                             compact.eq(compact_f),
+                             index_bits.eq(f.index_bits if compact_f else 0),
+                             index_mask.eq((1 << f.index_bits) - 1 if compact_f else 0)]
 
         # --- memories ----------------------------------------------------------------------------
         m.submodules.work = work = memory.Memory(shape=signed(MODEL_BITS), depth=self.n_max,
@@ -127,6 +140,7 @@ class SerialSGDPipeline(wiring.Component):
         m.submodules.row_buffer = row_buffer = memory.Memory(shape=W, depth=self.row_words_max,
                                                              init=[])
         work_wr, work_rd = work.write_port(), work.read_port()
+        work_upd = work.read_port()         # F3 -> F4: the model word an update changes
         snap_wr, snap_rd = snap.write_port(), snap.read_port()
         buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
         table_bits = min(MAX_BITS, self.max_table_bits) if self.max_table_bits >= 2 else 0
@@ -216,10 +230,15 @@ class SerialSGDPipeline(wiring.Component):
         with m.If(slot & slot_ok):
             m.d.sync += fi.eq(fi + 1)
 
-        k_a, nk_a = lane_codes(m, sh, 0, W, fid, "A")
-        k_b, nk_b = lane_codes(m, sh, 0, W, fid, "B")
-        k = Mux(updating, k_b, k_a)
-        nk = Mux(updating, nk_b, nk_a)
+        # the code of sample A (dot product) or B (update): SINGLE and PAIR read b bits at 0 or
+        # at b_at; COMPACT adds A's or B's up bit to the interval index (wrapping modulo s)
+        k = Signal(MAX_BITS)
+        nk = Signal(MAX_BITS)
+        lo = sh[:2 * MAX_BITS]
+        base = Mux(compact, lo[:MAX_BITS] & index_mask,
+                   (lo >> Mux(updating, b_at, 0))[:MAX_BITS])
+        up = compact & lo.bit_select(index_bits + updating, 1)
+        m.d.comb += [k.eq((base + up)[:MAX_BITS] & code_mask), nk.eq(k << align)]
         if tab_rd is not None:
             m.d.comb += tab_rd.addr.eq(k)
         m.d.comb += snap_rd.addr.eq(Cat(fi, rbank))
@@ -239,15 +258,13 @@ class SerialSGDPipeline(wiring.Component):
         f2 = Signal(stage)
         f2_a = Signal(signed(32))
         f2_v = Signal(signed(32))
-        f2_w = Signal(signed(MODEL_BITS))
         m.d.sync += [f2.eq(f1), f2_a.eq(Mux(f1.update, c, snap_rd.data)),
-                     f2_v.eq(Mux(f1.ok, value, 0)), f2_w.eq(work_rd.data)]
+                     f2_v.eq(Mux(f1.ok, value, 0))]
 
         # --- F2: the product ---------------------------------------------------------------------
         f3 = Signal(stage)
         f3_p = Signal(signed(64))
-        f3_w = Signal(signed(MODEL_BITS))
-        m.d.sync += [f3.eq(f2), f3_p.eq(f2_a * f2_v), f3_w.eq(f2_w)]
+        m.d.sync += [f3.eq(f2), f3_p.eq(f2_a * f2_v)]
 
         # --- F3: dot: the row sum into the gradient scalar; update: delta ------------------------
         acc = Signal(signed(self.acc_width))
@@ -263,8 +280,10 @@ class SerialSGDPipeline(wiring.Component):
                      scalar.loss.eq(cfg.loss), scalar.lr.eq(lr_e)]
         f4 = Signal(stage)
         f4_d = Signal(signed(30))
-        f4_w = Signal(signed(MODEL_BITS))
-        m.d.sync += [f4.eq(f3), f4_w.eq(f3_w),
+        # the word to update, read again (rows do not overlap: no write to it since F0)
+        m.d.comb += work_upd.addr.eq(f3.fi)
+        f4_w = work_upd.data
+        m.d.sync += [f4.eq(f3),
                      f4_d.eq((f3_p + (1 << (_DELTA_SHIFT - 1))) >> _DELTA_SHIFT)]
 
         # --- F4: write back ----------------------------------------------------------------------
