@@ -72,7 +72,7 @@ from ..protocol import (
 from .framing import FrameReceiver, FrameTransmitter
 from .lanes import all_formats, format_cases, format_id
 from .resident import ResidentMemory
-from .scalar import count_decay_epoch, decayed_lr
+from .scalar import halve_on_decay
 from .serial import make_trainer
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
@@ -270,7 +270,7 @@ class DeviceCore(wiring.Component):
         run_active = Signal()                      # a pipeline run (one epoch) is under way
         resident_run = Signal()                    # ... fed from the resident memory
         rows_pending = Signal(16)                  # rows streamed, not yet written back
-        lr_shift = Signal(6)
+        lr_now = Signal(contract.LR_BITS)          # the rate of the current epoch
         decay_cnt = Signal(16)
 
         epoch_pos = Signal(32 + r_bits)            # words of the current streamed epoch
@@ -292,7 +292,7 @@ class DeviceCore(wiring.Component):
             m.d.sync += rows_total.eq(rows_total + 1)
         with m.If(ev.epoch):
             m.d.sync += epochs_total.eq(epochs_total + 1)
-            count_decay_epoch(m, creq.lr_decay_epochs, decay_cnt, lr_shift)
+            halve_on_decay(m, creq.lr_decay_epochs, decay_cnt, lr_now)
         with m.If(ev.saturated):
             m.d.sync += sat_total.eq(sat_total + 1)
         with m.If(run_active & pipe.busy):
@@ -320,8 +320,6 @@ class DeviceCore(wiring.Component):
                          per_last.eq(contract.lanes_in_last_word(W, f))]
 
         # --- the pipeline's configuration ---------------------------------------------------------
-        lr_now = Signal(contract.LR_BITS)
-        m.d.comb += lr_now.eq(decayed_lr(creq.lr, lr_shift))
         pc = pipe.config
         m.d.comb += [
             pc.n_features.eq(creq.n_features), pc.encoding.eq(creq.encoding),
@@ -563,7 +561,7 @@ class DeviceCore(wiring.Component):
             """RESET's and CONFIGURE's common part: abort any run, clear the counters."""
             m.d.comb += pipe_rst.eq(1)
             return [run_active.eq(0), resident_run.eq(0), rows_total.eq(0), epochs_total.eq(0),
-                    sat_total.eq(0), cycles_total.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
+                    sat_total.eq(0), cycles_total.eq(0), decay_cnt.eq(0),
                     epoch_pos.eq(0), row_pos.eq(0), started.eq(0), rows_pending.eq(0),
                     epochs_left.eq(0)]
 
@@ -616,6 +614,7 @@ class DeviceCore(wiring.Component):
                             respond(Status.OK)
                         with m.Case(Cmd.CONFIGURE.value):
                             m.d.sync += [*power_up(), configured.eq(1), creq.eq(req_cfg),
+                                         lr_now.eq(req_cfg.lr),
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):

@@ -22,7 +22,7 @@ from ..contract import (
 )
 from ..sim.timing import SCALAR_STAGES
 
-__all__ = ["GradientScalar", "saturate", "decayed_lr", "count_decay_epoch"]
+__all__ = ["GradientScalar", "saturate", "decayed_lr", "count_decay_epoch", "halve_on_decay"]
 
 
 def saturate(m, value, bits, name):
@@ -60,6 +60,17 @@ def count_decay_epoch(m, decay_epochs, count, shift):
             m.d.sync += count.eq(count + 1)
 
 
+def halve_on_decay(m, decay_epochs, count, lr):
+    """:func:`count_decay_epoch` on the rate itself: every ``decay_epochs`` epochs (0: never)
+    ``lr`` halves, rounding down. After k halvings it is ``lr >> k``, :func:`decayed_lr`'s
+    rate, with no barrel shifter."""
+    with m.If(decay_epochs != 0):
+        with m.If(count + 1 == decay_epochs):
+            m.d.sync += [count.eq(0), lr.eq(lr >> 1)]
+        with m.Else():
+            m.d.sync += count.eq(count + 1)
+
+
 class GradientScalar(wiring.Component):
     """``c = sat32(round(g(D, y) * lr / 2**18))`` from the exact dot-product sum of one row.
 
@@ -76,6 +87,10 @@ class GradientScalar(wiring.Component):
     frac : int
         Fractional bits of ``i_sum``.
     lo_shift : int
+    multiplier : bool
+        Multiply g by the rate here (four partial products); without, the product comes from
+        the user's multiplier: ``o_g`` and ``lr`` registered together as its operands at the
+        end of C1, their product registered at the end of C2 and given back on ``i_p``.
 
     Members
     -------
@@ -88,7 +103,7 @@ class GradientScalar(wiring.Component):
     loss : In(2)
         A :class:`~zipml.contract.Loss`.
     lr : In(LR_BITS)
-        The learning rate of the current epoch.
+        The learning rate of the current epoch (with ``multiplier``).
     o_valid : Out(1)
         High :attr:`LATENCY` cycles after ``i_valid``.
     o_valid_next : Out(1)
@@ -96,15 +111,25 @@ class GradientScalar(wiring.Component):
     o_c : Out(signed(SCALAR_BITS))
     o_sat : Out(1)
         g or c saturated.
+    o_g : Out(signed(MODEL_BITS))
+        Without ``multiplier``: g, valid with ``o_g_valid`` (C1).
+    o_g_valid : Out(1)
+    i_p : In(signed(MODEL_BITS + LR_BITS))
+        Without ``multiplier``: g times the rate, in C3.
     """
 
     #: Stages C0 .. C4 (:data:`zipml.sim.timing.SCALAR_STAGES`).
     LATENCY = SCALAR_STAGES
 
-    def __init__(self, *, sum_width, lo_width, frac, lo_shift):
+    def __init__(self, *, sum_width, lo_width, frac, lo_shift, multiplier=True):
         self.sum_width, self.lo_width = sum_width, lo_width
         self.frac, self.lo_shift = frac, lo_shift
+        self.multiplier = multiplier
+        external = {} if multiplier else {
+            "o_g": Out(signed(MODEL_BITS)), "o_g_valid": Out(1),
+            "i_p": In(signed(MODEL_BITS + LR_BITS))}
         super().__init__({
+            **external,
             "i_valid": In(1), "i_sum": In(signed(sum_width)), "i_lo": In(lo_width),
             "i_label": In(signed(LABEL_BITS)), "raw": In(1), "loss": In(2),
             "lr": In(LR_BITS),
@@ -160,33 +185,38 @@ class GradientScalar(wiring.Component):
 
         # C2: g by loss.
         v2, sat2 = Signal(), Signal()
-        g2 = Signal(signed(MODEL_BITS))
-        m.d.sync += [v2.eq(v1), sat2.eq(sat1)]
+        g = Signal(signed(MODEL_BITS))
         with m.Switch(self.loss):
             with m.Case(Loss.LOGISTIC):
-                m.d.sync += g2.eq(Mux(s1, -rom_rd.data, rom_rd.data))
+                m.d.comb += g.eq(Mux(s1, -rom_rd.data, rom_rd.data))
             with m.Case(Loss.HINGE):
-                m.d.sync += g2.eq(Mux(hinge1, Mux(s1, -one, one), 0))
+                m.d.comb += g.eq(Mux(hinge1, Mux(s1, -one, one), 0))
             with m.Default():
-                m.d.sync += g2.eq(g_sq1)
-
-        # C3: g * lr in four partial products, one hard multiplier each, registered at its
-        # output (halves of g, halves of lr): the sum waits for C4.
+                m.d.comb += g.eq(g_sq1)
+        m.d.sync += [v2.eq(v1), sat2.eq(sat1)]
         v3, sat3 = Signal(), Signal()
-        g_half, lr_half = MODEL_BITS // 2, LR_BITS // 2
-        g_parts = [(g2[:g_half], 0), (g2[g_half:].as_signed(), g_half)]
-        lr_parts = [(self.lr[:lr_half], 0), (self.lr[lr_half:], lr_half)]
-        parts = []
-        for i, (g_part, g_at) in enumerate(g_parts):
-            for j, (lr_part, lr_at) in enumerate(lr_parts):
-                part = Signal(signed(g_half + lr_half + 2), name=f"p3_{i}{j}")
-                m.d.sync += part.eq(g_part * lr_part)
-                parts.append((part, g_at + lr_at))
         m.d.sync += [v3.eq(v2), sat3.eq(sat2)]
-
-        # C4: c = sat32(round(p / 2**18)), p = g * lr the partial products' sum.
         p = Signal(signed(MODEL_BITS + LR_BITS + 1))
-        m.d.comb += p.eq(sum(part << at for part, at in parts))
+        if not self.multiplier:
+            # C2 and C3 are the user's multiplier's operand and product registers
+            m.d.comb += [self.o_g.eq(g), self.o_g_valid.eq(v1), p.eq(self.i_p)]
+        else:
+            g2 = Signal(signed(MODEL_BITS))
+            m.d.sync += g2.eq(g)
+            # C3: g * lr in four partial products, one hard multiplier each, registered at
+            # its output (halves of g, halves of lr): the sum waits for C4.
+            g_half, lr_half = MODEL_BITS // 2, LR_BITS // 2
+            g_parts = [(g2[:g_half], 0), (g2[g_half:].as_signed(), g_half)]
+            lr_parts = [(self.lr[:lr_half], 0), (self.lr[lr_half:], lr_half)]
+            parts = []
+            for i, (g_part, g_at) in enumerate(g_parts):
+                for j, (lr_part, lr_at) in enumerate(lr_parts):
+                    part = Signal(signed(g_half + lr_half + 2), name=f"p3_{i}{j}")
+                    m.d.sync += part.eq(g_part * lr_part)
+                    parts.append((part, g_at + lr_at))
+            m.d.comb += p.eq(sum(part << at for part, at in parts))
+
+        # C4: c = sat32(round(p / 2**18)), p = g * lr.
         c, c_sat = saturate(m, (p + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
         m.d.comb += self.o_valid_next.eq(v3)
         m.d.sync += [self.o_valid.eq(v3), self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]

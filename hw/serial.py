@@ -253,6 +253,9 @@ class SerialSGDPipeline(wiring.Component):
                      f1_uni.eq(uniform_value(nk, half, unsigned_levels)), f1_raw.eq(sh[:32])]
 
         # --- F1: the value and the product's operands --------------------------------------------
+        m.submodules.scalar = scalar = GradientScalar(
+            sum_width=self.acc_width - _ALIGN, lo_width=1, frac=VALUE_FRAC, lo_shift=_ALIGN,
+            multiplier=False)
         code_value = f1_uni if tab_rd is None else Mux(table_mode, tab_rd.data, f1_uni)
         value = Mux(is_raw, f1_raw, code_value << _ALIGN)
         f2 = Signal(stage)
@@ -260,6 +263,10 @@ class SerialSGDPipeline(wiring.Component):
         f2_v = Signal(signed(32))
         m.d.sync += [f2.eq(f1), f2_a.eq(Mux(f1.update, c, snap_rd.data)),
                      f2_v.eq(Mux(f1.ok, value, 0))]
+        # ... or the gradient scalar's g and the rate: no field is in F1 while a row waits for
+        # its c, so the scalar's product g * lr takes the multiplier then
+        with m.If(scalar.o_g_valid):
+            m.d.sync += [f2_a.eq(scalar.o_g), f2_v.eq(lr_e)]
 
         # --- F2: the product ---------------------------------------------------------------------
         f3 = Signal(stage)
@@ -273,11 +280,9 @@ class SerialSGDPipeline(wiring.Component):
         dot_end = f3.valid & ~f3.update & f3.last
         with m.If(f3.valid & ~f3.update):
             m.d.sync += acc.eq(Mux(f3.last, 0, acc_next))
-        m.submodules.scalar = scalar = GradientScalar(
-            sum_width=self.acc_width - _ALIGN, lo_width=1, frac=VALUE_FRAC, lo_shift=_ALIGN)
         m.d.comb += [scalar.i_valid.eq(dot_end), scalar.i_sum.eq(acc_next >> _ALIGN),
                      scalar.i_lo.eq(0), scalar.raw.eq(0), scalar.i_label.eq(label),
-                     scalar.loss.eq(cfg.loss), scalar.lr.eq(lr_e)]
+                     scalar.loss.eq(cfg.loss), scalar.i_p.eq(f3_p)]
         f4 = Signal(stage)
         f4_d = Signal(signed(30))
         # the word to update, read again (rows do not overlap: no write to it since F0)
