@@ -211,9 +211,9 @@ class DeviceCore(wiring.Component):
                                                    timeout=self.timeout_cycles)
         m.submodules.transmitter = tx = FrameTransmitter()
         # Block RAM data and the transmitter's byte-dependent ready stay out of one path.
-        m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=8, depth=4)
+        m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=8, depth=3)
         # ... and the receive buffer's block RAM output and the dispatcher's checks
-        m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=4)
+        m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=3)
         wiring.connect(m, rx.o_payload, rxf.w_stream)
         rx_payload = rxf.r_stream
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)

@@ -358,17 +358,18 @@ class SerialSGDPipeline(wiring.Component):
         # --- the run's state machine -------------------------------------------------------------
         last_epoch = self.epochs + 1 == cfg.epochs
 
-        def restart_epoch():
-            return [row_in_epoch.eq(0), row_in_batch.eq(0), kpar.eq(0), first_batch.eq(1),
-                    wi.eq(0), rem.eq(n), fi.eq(0), updating.eq(0), row_taken.eq(0),
-                    acc.eq(0), row_sat.eq(0)]
+        # an epoch starts (a run's first, or the next): one condition for every register it
+        # sets (two would put two selects in front of each); the row sum is 0 already, the last
+        # row's dot_end cleared it
+        epoch_restart = Signal()
 
         with m.FSM():
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0),
                                  self.cycles.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
-                                 slots.eq(0), fields.eq(0), *restart_epoch()]
+                                 slots.eq(0), fields.eq(0)]
+                    m.d.comb += epoch_restart.eq(1)
                     m.next = "RUN"
                 with m.Elif(self.load):
                     m.d.sync += [epoch_bank.eq(0), ld_idx.eq(0)]
@@ -388,8 +389,8 @@ class SerialSGDPipeline(wiring.Component):
                 m.d.comb += [running.eq(1), self.busy.eq(1)]
                 m.d.sync += self.cycles.eq(self.cycles + 1)
                 with m.If(row_done & last_of_epoch):
-                    m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(wbank),
-                                 *restart_epoch()]
+                    m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(wbank)]
+                    m.d.comb += epoch_restart.eq(1)
                     count_decay_epoch(m, cfg.lr_decay_epochs, decay_cnt, lr_shift)
                     with m.If(cfg.snapshots):
                         m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
@@ -404,6 +405,10 @@ class SerialSGDPipeline(wiring.Component):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "RUN"
+        with m.If(epoch_restart):
+            m.d.sync += [row_in_epoch.eq(0), row_in_batch.eq(0), kpar.eq(0), first_batch.eq(1),
+                         wi.eq(0), rem.eq(n), fi.eq(0), updating.eq(0), row_taken.eq(0),
+                         row_sat.eq(0)]
         return m
 
     capabilities = SGDPipeline.capabilities
