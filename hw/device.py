@@ -557,13 +557,11 @@ class DeviceCore(wiring.Component):
                     with m.Elif(stored_words != epoch_words):
                         m.d.comb += status.eq(Status.BAD_STATE)
 
-        def power_up():
-            """RESET's and CONFIGURE's common part: abort any run, clear the counters."""
+        # RESET's and CONFIGURE's common part: abort any run, clear the counters (one
+        # condition for both: two would put two selects in front of every bit)
+        power_up = Signal()
+        with m.If(power_up):
             m.d.comb += pipe_rst.eq(1)
-            return [run_active.eq(0), resident_run.eq(0), rows_total.eq(0), epochs_total.eq(0),
-                    sat_total.eq(0), cycles_total.eq(0), decay_cnt.eq(0),
-                    epoch_pos.eq(0), row_pos.eq(0), started.eq(0), rows_pending.eq(0),
-                    epochs_left.eq(0)]
 
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
@@ -608,12 +606,14 @@ class DeviceCore(wiring.Component):
                         with m.Case(Cmd.READ_STATUS.value):
                             respond(Status.OK, reply=StatusReply)
                         with m.Case(Cmd.RESET.value):
-                            m.d.sync += [*power_up(), configured.eq(0), table_log2.eq(0),
+                            m.d.comb += power_up.eq(1)
+                            m.d.sync += [configured.eq(0), table_log2.eq(0),
                                          stored_words.eq(0), last_error.eq(Status.OK),
                                          last_error_cmd.eq(0)]
                             respond(Status.OK)
                         with m.Case(Cmd.CONFIGURE.value):
-                            m.d.sync += [*power_up(), configured.eq(1), creq.eq(req_cfg),
+                            m.d.comb += power_up.eq(1)
+                            m.d.sync += [configured.eq(1), creq.eq(req_cfg),
                                          lr_now.eq(req_cfg.lr),
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
@@ -739,10 +739,11 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [last_error.eq(Status.BAD_ARGUMENT), last_error_cmd.eq(cmd)]
                     respond(Status.BAD_ARGUMENT)
                 with m.Else():
-                    with m.Switch(idx):
-                        for k in range(2, MAX_BITS + 1):
-                            with m.Case(1 << k):
-                                m.d.sync += table_log2.eq(k)
+                    # idx entries: a power of two, 4 .. 2**MAX_BITS (the checks); its log2 is
+                    # the position of its one set bit
+                    m.d.sync += table_log2.eq(Cat(
+                        Cat(idx[k] for k in range(2, MAX_BITS + 1) if k >> j & 1).any()
+                        for j in range(len(table_log2))))
                     m.d.sync += [idx_end.eq(idx), idx.eq(0), cp_valid.eq(0)]
                     m.next = "LL_COPY"
             with m.State("LL_COPY"):
@@ -857,6 +858,12 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
                         m.next = "RM_WORD"
+
+        with m.If(power_up):
+            m.d.sync += [run_active.eq(0), resident_run.eq(0), rows_total.eq(0),
+                         epochs_total.eq(0), sat_total.eq(0), cycles_total.eq(0),
+                         decay_cnt.eq(0), epoch_pos.eq(0), row_pos.eq(0), started.eq(0),
+                         rows_pending.eq(0), epochs_left.eq(0)]
         return m
 
 
