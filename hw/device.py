@@ -70,7 +70,7 @@ from ..protocol import (
     struct_bytes,
 )
 from .framing import FrameReceiver, FrameTransmitter
-from .lanes import all_formats, format_cases, format_id
+from .lanes import all_formats, format_constants
 from .resident import ResidentMemory
 from .scalar import halve_on_decay
 from .serial import make_trainer
@@ -260,7 +260,11 @@ class DeviceCore(wiring.Component):
         row_words_max = max(contract.row_words(W, f, self.n_max) for f in self.formats)
         r_bits = row_words_max.bit_length()
         row_words = Signal(r_bits)                 # R
-        epoch_words = Signal(32 + r_bits)          # rows_per_epoch * R
+        # rows_per_epoch * R, as far as RUN_EPOCHS' check needs it: an epoch of 2**mw rows or
+        # more is more than the resident memory holds (epoch_big)
+        mw = self.memory_words.bit_length()
+        epoch_words = Signal(mw + r_bits)
+        epoch_big = Signal()
         table_log2 = Signal(4)                     # 0: no table loaded
         stored_words = Signal(range(self.memory_words + 1))
         epochs_left = Signal(32)
@@ -273,7 +277,8 @@ class DeviceCore(wiring.Component):
         lr_now = Signal(contract.LR_BITS)          # the rate of the current epoch
         decay_cnt = Signal(16)
 
-        epoch_pos = Signal(32 + r_bits)            # words of the current streamed epoch
+        mid_epoch = Signal()                       # a streamed epoch has words in
+        rows_to_go = Signal(32)                    # rows of it from the current one on
         row_pos = Signal(r_bits)
         started = Signal()                         # the current streamed epoch has its run
 
@@ -303,21 +308,20 @@ class DeviceCore(wiring.Component):
             m.d.comb += state.eq(DeviceState.BUSY)
         with m.Elif(~configured):
             m.d.comb += state.eq(DeviceState.UNCONFIGURED)
-        with m.Elif(epoch_pos != 0):
+        with m.Elif(mid_epoch):
             m.d.comb += state.eq(DeviceState.STREAMING)
         with m.Else():
             m.d.comb += state.eq(DeviceState.IDLE)
 
         # --- constants of the configuration, registered (a cycle after CONFIGURE writes creq):
         # features per word and in a row's last word, the last feature's index
-        per_word = Signal(range(W + 1))
-        per_last = Signal(range(W + 1))
         n_last = Signal(16)
         m.d.sync += n_last.eq(creq.n_features - 1)
-        for f in format_cases(m, creq.encoding, format_id(creq.encoding, creq.bits),
-                              self.formats):
-            m.d.sync += [per_word.eq(contract.lanes_in_word(W, f)),
-                         per_last.eq(contract.lanes_in_last_word(W, f))]
+        k = format_constants(m, "format_constants", creq.encoding, creq.bits, self.formats, {
+            "per_word": (range(W + 1), lambda f: contract.lanes_in_word(W, f)),
+            "per_last": (range(W + 1), lambda f: contract.lanes_in_last_word(W, f)),
+        })
+        per_word, per_last = k.per_word, k.per_last
 
         # --- the pipeline's configuration ---------------------------------------------------------
         pc = pipe.config
@@ -346,9 +350,9 @@ class DeviceCore(wiring.Component):
         # pushed or a run starts (which clears ts_new_epoch itself), and a push follows at least
         # W/8 cycles of taking bytes
         ts_new_epoch, ts_row_end, ts_epoch_end = Signal(), Signal(), Signal()
-        m.d.sync += [ts_new_epoch.eq((epoch_pos == 0) & ~started),
+        m.d.sync += [ts_new_epoch.eq(~mid_epoch & ~started),
                      ts_row_end.eq(row_pos == row_words - 1),
-                     ts_epoch_end.eq(epoch_pos == epoch_words - 1)]
+                     ts_epoch_end.eq((row_pos == row_words - 1) & (rows_to_go == 1))]
 
         # --- end of a run, and resident runs ------------------------------------------------------
         run_end = run_active & ~pipe.busy
@@ -554,7 +558,7 @@ class DeviceCore(wiring.Component):
                         m.d.comb += status.eq(Status.BAD_ARGUMENT)
                     with m.Elif(~table_ok):
                         m.d.comb += status.eq(Status.BAD_STATE)
-                    with m.Elif(stored_words != epoch_words):
+                    with m.Elif(epoch_big | (stored_words != epoch_words)):
                         m.d.comb += status.eq(Status.BAD_STATE)
 
         # RESET's and CONFIGURE's common part: abort any run, clear the counters (one
@@ -615,6 +619,7 @@ class DeviceCore(wiring.Component):
                             m.d.comb += power_up.eq(1)
                             m.d.sync += [configured.eq(1), creq.eq(req_cfg),
                                          lr_now.eq(req_cfg.lr),
+                                         rows_to_go.eq(req_cfg.rows_per_epoch),
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
@@ -651,8 +656,9 @@ class DeviceCore(wiring.Component):
                 m.next = "CFG_R"                   # per_word and per_last take creq in
             with m.State("CFG_R"):
                 with m.If(cfg_rem <= per_last):
-                    m.d.sync += [mul_acc.eq(0), mul_cand.eq(creq.rows_per_epoch),
-                                 mul_plier.eq(row_words)]
+                    m.d.sync += [mul_acc.eq(0), mul_cand.eq(creq.rows_per_epoch[:mw]),
+                                 mul_plier.eq(row_words),
+                                 epoch_big.eq(creq.rows_per_epoch[mw:].any())]
                     m.next = "CFG_MUL"
                 with m.Else():
                     m.d.sync += [cfg_rem.eq(Mux(cfg_rem > per_word, cfg_rem - per_word, 0)),
@@ -774,13 +780,13 @@ class DeviceCore(wiring.Component):
                     with m.If(ts_fire):
                         with m.If(ts_row_end):
                             m.d.comb += row_pushed.eq(1)
-                            m.d.sync += row_pos.eq(0)
+                            m.d.sync += [row_pos.eq(0), rows_to_go.eq(
+                                Mux(ts_epoch_end, creq.rows_per_epoch, rows_to_go - 1))]
                         with m.Else():
                             m.d.sync += row_pos.eq(row_pos + 1)
+                        m.d.sync += mid_epoch.eq(~ts_epoch_end)
                         with m.If(ts_epoch_end):
-                            m.d.sync += [epoch_pos.eq(0), started.eq(0)]
-                        with m.Else():
-                            m.d.sync += epoch_pos.eq(epoch_pos + 1)
+                            m.d.sync += started.eq(0)
                         m.next = "TS_BYTE"
             with m.State("TS_START"):
                 with m.If(~run_active & ~pipe.busy):
@@ -862,7 +868,7 @@ class DeviceCore(wiring.Component):
         with m.If(power_up):
             m.d.sync += [run_active.eq(0), resident_run.eq(0), rows_total.eq(0),
                          epochs_total.eq(0), sat_total.eq(0), cycles_total.eq(0),
-                         decay_cnt.eq(0), epoch_pos.eq(0), row_pos.eq(0), started.eq(0),
+                         decay_cnt.eq(0), mid_epoch.eq(0), row_pos.eq(0), started.eq(0),
                          rows_pending.eq(0), epochs_left.eq(0)]
         return m
 

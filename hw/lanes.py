@@ -8,6 +8,7 @@ same numbers (numerator and denominator scale alike).
 """
 
 from amaranth import Cat, Const, Mux, Signal, Value, signed
+from amaranth.lib import data, memory
 
 from ..contract import (
     MAX_BITS,
@@ -19,7 +20,8 @@ from ..contract import (
     lanes_in_word,
 )
 
-__all__ = ["VALUE_FRAC", "VALUE_SHAPE", "FMT_ID_BITS", "fmt_id", "format_id", "format_cases",
+__all__ = ["VALUE_FRAC", "VALUE_SHAPE", "FMT_ID_BITS", "BLOCK_RAM", "fmt_id", "format_id",
+           "format_cases", "format_constants",
            "code_formats", "all_formats",
            "lane_formats", "lane_table_bits", "lane_codes", "uniform_value", "shift_add_mul",
            "sum_tree"]
@@ -54,6 +56,32 @@ def format_cases(m, encoding, fid, formats):
             for f in formats[:-1]:
                 with m.Case(fmt_id(f.encoding, f.bits)):
                     yield f
+
+
+#: Memory attribute that asks yosys for block RAM.
+BLOCK_RAM = {"ram_style": "block"}
+
+
+def format_constants(m, name, encoding, bits, formats, fields):
+    """The configured format's constants, a cycle after ``encoding`` and ``bits``: ``fields``
+    maps a name to ``(shape, value)``, ``value(fmt)`` the constant of each of ``formats`` (RAW
+    last, as :func:`all_formats` gives them). They are read from a table in block RAM at the
+    format id (RAW at any ``bits``), not selected by a case per constant, which on iCE40 costs
+    a few LUTs per bit of every one of them.
+
+    Returns a view of ``fields``' layout.
+    """
+    layout = data.StructLayout({key: shape for key, (shape, _) in fields.items()})
+    by_id = {fmt_id(f.encoding, f.bits): f for f in formats[:-1]}
+    init = []
+    for index in range(1 << FMT_ID_BITS):
+        fmt = formats[-1] if index >> _B_BITS == Encoding.RAW else by_id.get(index)
+        init.append({key: value(fmt) if fmt else 0 for key, (_, value) in fields.items()})
+    m.submodules[name] = table = memory.Memory(shape=layout, depth=len(init), init=init,
+                                               attrs=BLOCK_RAM)
+    port = table.read_port()
+    m.d.comb += port.addr.eq(format_id(encoding, bits))
+    return port.data
 
 
 def code_formats(width=None, lanes=None):

@@ -47,6 +47,7 @@ from ..contract import (
 )
 from ..sim import timing
 from .lanes import (
+    BLOCK_RAM,
     FMT_ID_BITS,
     VALUE_FRAC,
     VALUE_SHAPE,
@@ -92,9 +93,6 @@ _DELTA_SHIFT = SCALAR_FRAC - 24          # delta = round(c * v / 2**(6 + f))
 _GROUP = 8                               # lanes per replica of a broadcast signal
 _DSP_SPLIT = 17                          # low bits of a 32-bit factor in the first multiplier
 
-
-#: Memory attribute that asks yosys for block RAM.
-_BLOCK_RAM = {"ram_style": "block"}
 
 
 class SGDPipeline(wiring.Component):
@@ -327,9 +325,9 @@ class SGDPipeline(wiring.Component):
             # block RAM even when shallow: a 32-bit bank in LUT RAM costs logic cells (about
             # 9 per 64 bits on the ECP5) that the lane arithmetic needs
             work = memory.Memory(shape=signed(MODEL_BITS), depth=depth, init=[],
-                                 attrs=_BLOCK_RAM)
+                                 attrs=BLOCK_RAM)
             snap = memory.Memory(shape=signed(MODEL_BITS), depth=2 << abits, init=[],
-                                 attrs=_BLOCK_RAM)
+                                 attrs=BLOCK_RAM)
             m.submodules[f"work{j}"] = work
             m.submodules[f"snap{j}"] = snap
             wr = work.write_port()

@@ -30,10 +30,12 @@ def saturate(m, value, bits, name):
     lo, hi = sat_limits(bits)
     out = Signal(signed(bits), name=name)
     flag = Signal(name=f"{name}_sat")
-    if value.shape().signed and len(value) == bits + 1:
-        # one bit too wide (a sum or difference of two in-range words): it overflows exactly
-        # when its top two bits differ, no comparator needed
-        m.d.comb += [flag.eq(value[-1] != value[-2]),
+    if value.shape().signed and len(value) > bits:
+        # a signed value fits exactly when the bits from the result's sign bit up are all equal
+        # (one bit too wide, as a sum or difference of two in-range words: the top two): no
+        # comparator needed
+        top = value[bits - 1:]
+        m.d.comb += [flag.eq(~(top.all() | ~top.any())),
                      out.eq(Mux(flag, Mux(value[-1], lo, hi), value[:bits]))]
         return out, flag
     with m.If(value > hi):

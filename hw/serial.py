@@ -38,12 +38,10 @@ from ..contract import (
     row_words,
 )
 from .lanes import (
-    FMT_ID_BITS,
     VALUE_FRAC,
     VALUE_SHAPE,
     all_formats,
-    format_cases,
-    format_id,
+    format_constants,
     uniform_value,
 )
 from .pipeline import ConfigLayout, RunEvents, SGDPipeline, TableEntry
@@ -100,37 +98,38 @@ class SerialSGDPipeline(wiring.Component):
         idx_bits = max(1, ceil_log2(self.n_max))
 
         # --- the run-time format's constants (registered) ----------------------------------------
-        fid = Signal(FMT_ID_BITS)
-        m.d.comb += fid.eq(format_id(cfg.encoding, cfg.bits))
         is_raw = Signal()
         table_mode = Signal()
         unsigned_levels = Signal()
-        per_word = Signal(range(W + 1))
-        per_last = Signal(range(W + 1))
-        field_bits = Signal(range(33))
-        half = Signal(MAX_BITS + 1)
-        # the field (at bit 0 of the shift register) -> level code, for every code format:
-        # the code's bits, where sample B's code starts, COMPACT's index bits
-        code_mask = Signal(MAX_BITS)
-        b_at = Signal(range(MAX_BITS + 1))
-        compact = Signal()
-        index_bits = Signal(range(MAX_BITS + 1))
-        index_mask = Signal(MAX_BITS)
-        align = Signal(range(MAX_BITS))
         m.d.sync += [is_raw.eq(cfg.encoding == Encoding.RAW),
                      table_mode.eq(cfg.levels == LevelMode.TABLE),
                      unsigned_levels.eq(cfg.levels == LevelMode.UNIFORM_UNSIGNED)]
-        for f in format_cases(m, cfg.encoding, fid, self.formats):
-            m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f)),
-                         field_bits.eq(f.field_bits)]
-            if f.encoding != Encoding.RAW:
-                compact_f = f.encoding == Encoding.COMPACT
-                m.d.sync += [half.eq(1 << (MAX_BITS - f.bits)), align.eq(MAX_BITS - f.bits),
-                             code_mask.eq((1 << f.bits) - 1),
-                             b_at.eq(f.bits if f.encoding == Encoding.PAIR else 0),
-                             compact.eq(compact_f),
-                             index_bits.eq(f.index_bits if compact_f else 0),
-                             index_mask.eq((1 << f.index_bits) - 1 if compact_f else 0)]
+
+        def code(value):
+            """A code format's constant, 0 for RAW."""
+            return lambda f: 0 if f.encoding == Encoding.RAW else value(f)
+
+        def compact_only(value):
+            return code(lambda f: value(f) if f.encoding == Encoding.COMPACT else 0)
+
+        # the field (at bit 0 of the shift register) -> level code, for every code format: the
+        # code's bits, where sample B's code starts, COMPACT's index bits
+        k = format_constants(m, "format_constants", cfg.encoding, cfg.bits, self.formats, {
+            "per_word": (range(W + 1), lambda f: lanes_in_word(W, f)),
+            "per_last": (range(W + 1), lambda f: lanes_in_last_word(W, f)),
+            "field_bits": (range(33), lambda f: f.field_bits),
+            "half": (MAX_BITS + 1, code(lambda f: 1 << (MAX_BITS - f.bits))),
+            "align": (range(MAX_BITS), code(lambda f: MAX_BITS - f.bits)),
+            "code_mask": (MAX_BITS, code(lambda f: (1 << f.bits) - 1)),
+            "b_at": (range(MAX_BITS + 1),
+                     code(lambda f: f.bits if f.encoding == Encoding.PAIR else 0)),
+            "compact": (1, compact_only(lambda f: 1)),
+            "index_bits": (range(MAX_BITS + 1), compact_only(lambda f: f.index_bits)),
+            "index_mask": (MAX_BITS, compact_only(lambda f: (1 << f.index_bits) - 1)),
+        })
+        per_word, per_last, field_bits, half = k.per_word, k.per_last, k.field_bits, k.half
+        code_mask, b_at, compact = k.code_mask, k.b_at, k.compact
+        index_bits, index_mask, align = k.index_bits, k.index_mask, k.align
 
         # --- memories ----------------------------------------------------------------------------
         m.submodules.work = work = memory.Memory(shape=signed(MODEL_BITS), depth=self.n_max,
@@ -161,14 +160,14 @@ class SerialSGDPipeline(wiring.Component):
         decay_cnt = Signal(16)
         lr_e = Signal(LR_BITS)
         m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
-        row_in_epoch = Signal(32)
-        row_in_batch = Signal(16)
+        rows_to_go = Signal(32)             # rows of the epoch from this one on
+        batch_to_go = Signal(16)            # ... of the mini-batch
         kpar = Signal()
         first_batch = Signal()
         last_of_epoch = Signal()
         last_of_batch = Signal()
-        m.d.comb += [last_of_epoch.eq(row_in_epoch == cfg.rows_per_epoch - 1),
-                     last_of_batch.eq((row_in_batch == cfg.batch - 1) | last_of_epoch)]
+        m.d.comb += [last_of_epoch.eq(rows_to_go == 1),
+                     last_of_batch.eq((batch_to_go == 1) | last_of_epoch)]
         rbank = Mux(first_batch, epoch_bank, epoch_bank ^ kpar ^ cfg.delay)
         wbank = epoch_bank ^ 1 ^ kpar
 
@@ -317,11 +316,11 @@ class SerialSGDPipeline(wiring.Component):
         with m.If(row_done):
             m.d.sync += [updating.eq(0), row_taken.eq(0), fi.eq(0),
                          self.rows.eq(self.rows + 1),
-                         row_in_epoch.eq(row_in_epoch + 1)]
+                         rows_to_go.eq(rows_to_go - 1)]
             with m.If(last_of_batch):
-                m.d.sync += [row_in_batch.eq(0), kpar.eq(~kpar), first_batch.eq(0)]
+                m.d.sync += [batch_to_go.eq(cfg.batch), kpar.eq(~kpar), first_batch.eq(0)]
             with m.Else():
-                m.d.sync += row_in_batch.eq(row_in_batch + 1)
+                m.d.sync += batch_to_go.eq(batch_to_go - 1)
 
         # --- model load / read-back --------------------------------------------------------------
         loading = Signal()
@@ -406,9 +405,9 @@ class SerialSGDPipeline(wiring.Component):
                     with m.Else():
                         m.next = "RUN"
         with m.If(epoch_restart):
-            m.d.sync += [row_in_epoch.eq(0), row_in_batch.eq(0), kpar.eq(0), first_batch.eq(1),
-                         wi.eq(0), rem.eq(n), fi.eq(0), updating.eq(0), row_taken.eq(0),
-                         row_sat.eq(0)]
+            m.d.sync += [rows_to_go.eq(cfg.rows_per_epoch), batch_to_go.eq(cfg.batch),
+                         kpar.eq(0), first_batch.eq(1), wi.eq(0), rem.eq(n), fi.eq(0),
+                         updating.eq(0), row_taken.eq(0), row_sat.eq(0)]
         return m
 
     capabilities = SGDPipeline.capabilities
