@@ -480,8 +480,12 @@ class DeviceCore(wiring.Component):
         n = creq.n_features
         lm_count = (length - ModelOffset.as_shape().size // 8) >> 2
         sd_count = (length - struct_bytes(StoreDataHeader)) >> ceil_log2(wb)
-        sd_end = Signal(33)
-        m.d.comb += sd_end.eq(req_store.offset + sd_count)
+        # STORE_DATA's offset, tested against stored_words first: past that test it is as
+        # narrow as stored_words
+        sd_offset = req_store.offset[:len(stored_words)]
+        sd_beyond = req_store.offset[len(stored_words):].any() | (sd_offset > stored_words)
+        sd_end = Signal(max(len(stored_words), len(sd_count)) + 1)
+        m.d.comb += sd_end.eq(sd_offset + sd_count)
         ll_n = length >> 1
         c = req_cfg
         fmt_fits = Signal()                # the requested format has at most `lanes` fields
@@ -547,7 +551,7 @@ class DeviceCore(wiring.Component):
                     with m.If((length < head_bytes) |
                               (length - head_bytes)[:ceil_log2(wb)].any()):
                         m.d.comb += status.eq(Status.BAD_LENGTH)
-                    with m.Elif(req_store.offset > stored_words):
+                    with m.Elif(sd_beyond):
                         m.d.comb += status.eq(Status.BAD_ARGUMENT)
                     with m.Elif(sd_end > self.memory_words):
                         m.d.comb += status.eq(Status.TOO_LARGE)
@@ -639,7 +643,7 @@ class DeviceCore(wiring.Component):
                             m.d.sync += bcnt.eq(0)
                             m.next = "TS_BYTE"
                         with m.Case(Cmd.STORE_DATA.value):
-                            m.d.sync += [idx.eq(req_store.offset), idx_end.eq(sd_end),
+                            m.d.sync += [idx.eq(sd_offset), idx_end.eq(sd_end),
                                          bcnt.eq(0)]
                             m.next = "SD_BYTE"
                         with m.Case(Cmd.RUN_EPOCHS.value):
