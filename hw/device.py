@@ -317,11 +317,11 @@ class DeviceCore(wiring.Component):
         # features per word and in a row's last word, the last feature's index
         n_last = Signal(16)
         m.d.sync += n_last.eq(creq.n_features - 1)
-        k = format_constants(m, "format_constants", creq.encoding, creq.bits, self.formats, {
+        fc = format_constants(m, "format_constants", creq.encoding, creq.bits, self.formats, {
             "per_word": (range(W + 1), lambda f: contract.lanes_in_word(W, f)),
             "per_last": (range(W + 1), lambda f: contract.lanes_in_last_word(W, f)),
         })
-        per_word, per_last = k.per_word, k.per_last
+        per_word, per_last = fc.per_word, fc.per_last
 
         # --- the pipeline's configuration ---------------------------------------------------------
         pc = pipe.config

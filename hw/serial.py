@@ -8,8 +8,10 @@ update. Stage names as in :mod:`zipml.sim.timing` (:func:`~zipml.sim.timing.seri
     word source -> F0 one field of the word's shift register: code of sample A or B,
                       table, snapshot and working-model reads
                    F1 its value v (uniform, table or RAW) at RAW_FRAC fractional bits
-                   F2 w_hat * v (dot) or c * v (update): one 32 x 32 product
-                   F3 dot: row sum -> GradientScalar -> c; update: delta = round(c * v / 2**36)
+                   F2 w_hat * v (dot) or c * v (update): one 32 x 32 product, which also
+                      gives the gradient scalar g * lr while a row waits for its c
+                   F3 dot: row sum -> GradientScalar -> c; update: delta = round(c * v / 2**36),
+                      and the working-model word read again
                    F4 update: w = sat(w - delta), written back (and to a snapshot bank)
 
 Every value is aligned to RAW_FRAC, so code and RAW rows share the multiplier and the sum:
@@ -114,7 +116,7 @@ class SerialSGDPipeline(wiring.Component):
 
         # the field (at bit 0 of the shift register) -> level code, for every code format: the
         # code's bits, where sample B's code starts, COMPACT's index bits
-        k = format_constants(m, "format_constants", cfg.encoding, cfg.bits, self.formats, {
+        fc = format_constants(m, "format_constants", cfg.encoding, cfg.bits, self.formats, {
             "per_word": (range(W + 1), lambda f: lanes_in_word(W, f)),
             "per_last": (range(W + 1), lambda f: lanes_in_last_word(W, f)),
             "field_bits": (range(33), lambda f: f.field_bits),
@@ -127,9 +129,9 @@ class SerialSGDPipeline(wiring.Component):
             "index_bits": (range(MAX_BITS + 1), compact_only(lambda f: f.index_bits)),
             "index_mask": (MAX_BITS, compact_only(lambda f: (1 << f.index_bits) - 1)),
         })
-        per_word, per_last, field_bits, half = k.per_word, k.per_last, k.field_bits, k.half
-        code_mask, b_at, compact = k.code_mask, k.b_at, k.compact
-        index_bits, index_mask, align = k.index_bits, k.index_mask, k.align
+        per_word, per_last, field_bits, half = fc.per_word, fc.per_last, fc.field_bits, fc.half
+        code_mask, b_at, compact = fc.code_mask, fc.b_at, fc.compact
+        index_bits, index_mask, align = fc.index_bits, fc.index_mask, fc.align
 
         # --- memories ----------------------------------------------------------------------------
         m.submodules.work = work = memory.Memory(shape=signed(MODEL_BITS), depth=self.n_max,
