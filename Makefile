@@ -34,7 +34,8 @@ bench: $(STAMP)
 
 bitstreams: $(STAMP)
 	$(VENV)/bin/zipml build --board icebreaker
-	$(VENV)/bin/zipml build --board ulx3s-85f
+	# seed 2: at seed 1 the router leaves this build at 56.4 MHz (docs/PIPELINE.md)
+	$(VENV)/bin/zipml build --board ulx3s-85f --seed 2
 	$(VENV)/bin/zipml build --board ulx3s-85f-w128
 
 program: $(STAMP)
