@@ -275,7 +275,7 @@ class DeviceCore(wiring.Component):
         resident_run = Signal()                    # ... fed from the resident memory
         rows_pending = Signal(16)                  # rows streamed, not yet written back
         lr_now = Signal(contract.LR_BITS)          # the rate of the current epoch
-        decay_cnt = Signal(16)
+        decay_left = Signal(16)              # epochs to the next decay step
 
         mid_epoch = Signal()                       # a streamed epoch has words in
         rows_to_go = Signal(32)                    # rows of it from the current one on
@@ -297,7 +297,7 @@ class DeviceCore(wiring.Component):
             m.d.sync += rows_total.eq(rows_total + 1)
         with m.If(ev.epoch):
             m.d.sync += epochs_total.eq(epochs_total + 1)
-            halve_on_decay(m, creq.lr_decay_epochs, decay_cnt, lr_now)
+            halve_on_decay(m, creq.lr_decay_epochs, decay_left, lr_now)
         with m.If(ev.saturated):
             m.d.sync += sat_total.eq(sat_total + 1)
         with m.If(run_active & pipe.busy):
@@ -400,10 +400,7 @@ class DeviceCore(wiring.Component):
         snap_load = Signal()
         win_first = Signal(range(_STATUS_BYTES + 1))
         win_end = Signal(range(_STATUS_BYTES + 1))
-        rm_offset = Signal(16)
-        rm_count = Signal(16)
         verdict = Signal()                         # answering a frame the receiver rejected
-        out_hdr = Signal(Header)
 
         def respond(status, nbytes=0, reply=None, model=False):
             """Cache the response to the request being served and go send it: ``nbytes``
@@ -432,14 +429,10 @@ class DeviceCore(wiring.Component):
         idx = Signal(range(max(self.memory_words, self.n_max, 1 << MAX_BITS) + 1))
         idx_end = Signal.like(idx)
         lvalid = Signal()
-        tb_prev = Signal(16)
         tb_bad = Signal()
         cp_valid = Signal()
         cp_index = Signal(MAX_BITS)
         cfg_rem = Signal(17)
-        mul_acc = Signal.like(epoch_words)
-        mul_cand = Signal.like(epoch_words)
-        mul_plier = Signal(r_bits)
 
         # Replies.
         ident = Signal(IdentifyReply)
@@ -565,6 +558,16 @@ class DeviceCore(wiring.Component):
                     with m.Elif(epoch_big | (stored_words != epoch_words)):
                         m.d.comb += status.eq(Status.BAD_STATE)
 
+        # the checks bound CONFIGURE's small fields: the configuration keeps the bits they
+        # leave (the rest stay 0)
+        kept_fields = [getattr(creq, name).eq(getattr(req_cfg, name)[:int(limit).bit_length()])
+                       for name, limit in (("n_features", self.n_max),
+                                           ("batch", self.batch_max),
+                                           ("encoding", max(self.encodings)),
+                                           ("bits", self.max_bits),
+                                           ("levels", max(self.level_modes)),
+                                           ("loss", max(self.losses)), ("delay", 1))]
+
         # RESET's and CONFIGURE's common part: abort any run, clear the counters (one
         # condition for both: two would put two selects in front of every bit)
         power_up = Signal()
@@ -576,18 +579,16 @@ class DeviceCore(wiring.Component):
                 m.d.comb += rx.o_header.ready.eq(1)
                 with m.If(rx.o_header.valid):
                     h = rx.o_header.payload
-                    m.d.sync += [hdr.eq(h), remaining.eq(h.length), head.eq(0),
-                                 head_idx.eq(0),
-                                 head_left.eq(Mux(h.length < prefix, h.length, prefix)),
-                                 verdict.eq(0)]
+                    m.d.sync += [hdr.eq(h), remaining.eq(h.length), verdict.eq(0)]
                     with m.If(h.status != Status.OK):
-                        m.d.sync += [verdict.eq(1), out_hdr.eq(h), out_hdr.length.eq(0)]
+                        m.d.sync += verdict.eq(1)  # h.length is 0: hdr is the reply
                         m.next = "RESP_HDR"
                     with m.Elif(cache_valid & (h.cmd == cache.cmd) & (h.seq == cache.seq)):
                         m.next = "DRAIN"           # a retry: answered from the cache
                     with m.Else():
                         m.d.sync += [cache_valid.eq(1), cache.cmd.eq(h.cmd),
-                                     cache.seq.eq(h.seq)]
+                                     cache.seq.eq(h.seq), head.eq(0), head_idx.eq(0),
+                                     head_left.eq(Mux(h.length < prefix, h.length, prefix))]
                         m.next = "HEAD"
 
             with m.State("HEAD"):
@@ -621,20 +622,17 @@ class DeviceCore(wiring.Component):
                             respond(Status.OK)
                         with m.Case(Cmd.CONFIGURE.value):
                             m.d.comb += power_up.eq(1)
-                            m.d.sync += [configured.eq(1), creq.eq(req_cfg),
+                            m.d.sync += [configured.eq(1), creq.eq(req_cfg), *kept_fields,
                                          lr_now.eq(req_cfg.lr),
                                          rows_to_go.eq(req_cfg.rows_per_epoch),
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
-                            m.d.sync += [idx_end.eq(req_off.offset + lm_count)]
                             with m.If(lm_count == 0):
                                 respond(Status.OK)
                             with m.Else():
                                 m.next = "LM_RWAIT"
                         with m.Case(Cmd.READ_MODEL.value):
-                            m.d.sync += [rm_offset.eq(req_read.offset),
-                                         rm_count.eq(req_read.count)]
                             respond(Status.OK, req_read.count * _MW, model=True)
                         with m.Case(Cmd.LOAD_LEVELS.value):
                             m.d.sync += [idx.eq(0), bcnt.eq(0), tb_bad.eq(0)]
@@ -660,21 +658,12 @@ class DeviceCore(wiring.Component):
                 m.next = "CFG_R"                   # per_word and per_last take creq in
             with m.State("CFG_R"):
                 with m.If(cfg_rem <= per_last):
-                    m.d.sync += [mul_acc.eq(0), mul_cand.eq(creq.rows_per_epoch[:mw]),
-                                 mul_plier.eq(row_words),
+                    m.d.sync += [epoch_words.eq(creq.rows_per_epoch[:mw] * row_words),
                                  epoch_big.eq(creq.rows_per_epoch[mw:].any())]
-                    m.next = "CFG_MUL"
+                    m.next = "CFG_LWAIT"
                 with m.Else():
                     m.d.sync += [cfg_rem.eq(Mux(cfg_rem > per_word, cfg_rem - per_word, 0)),
                                  row_words.eq(row_words + 1)]
-            with m.State("CFG_MUL"):
-                with m.If(mul_plier == 0):
-                    m.d.sync += epoch_words.eq(mul_acc)
-                    m.next = "CFG_LWAIT"
-                with m.Else():
-                    with m.If(mul_plier[0]):
-                        m.d.sync += mul_acc.eq(mul_acc + mul_cand)
-                    m.d.sync += [mul_cand.eq(mul_cand << 1), mul_plier.eq(mul_plier >> 1)]
             with m.State("CFG_LWAIT"):
                 with m.If(~pipe.busy):
                     m.d.comb += pipe.load.eq(1)
@@ -738,9 +727,9 @@ class DeviceCore(wiring.Component):
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _LE - 1):
-                        m.d.sync += [bcnt.eq(0), idx.eq(idx + 1), tb_prev.eq(entry)]
+                        m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
                         with m.If((entry > contract.TABLE_MAX) | (entry < -contract.TABLE_MAX) |
-                                  ((idx != 0) & (entry <= tb_prev.as_signed()))):
+                                  ((idx != 0) & (entry <= small_next[:16].as_signed()))):
                             m.d.sync += tb_bad.eq(1)
                 with m.If(remaining == 0):
                     m.next = "LL_END"
@@ -820,7 +809,7 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [snap.eq(status_reply), snap_load.eq(0)]   # stored_words
                 m.d.comb += [tx.i_header.valid.eq(1),
                              tx.i_header.payload.eq(
-                                 Mux(verdict, out_hdr.as_value(), cache.as_value()))]
+                                 Mux(verdict, hdr.as_value(), cache.as_value()))]
                 with m.If(tx.i_header.ready):
                     m.d.sync += idx.eq(0)
                     with m.If(verdict | (cache.length == 0)):
@@ -852,7 +841,7 @@ class DeviceCore(wiring.Component):
                     m.d.sync += idx.eq(0)
                     m.next = "RM_WORD"
             with m.State("RM_WORD"):
-                in_range = (idx >= rm_offset) & (idx < rm_offset + rm_count)
+                in_range = (idx >= req_read.offset) & (idx < req_read.offset + req_read.count)
                 with m.If(idx == n):
                     m.next = "IDLE"
                 with m.Elif(model_out.valid):
@@ -872,8 +861,8 @@ class DeviceCore(wiring.Component):
         with m.If(power_up):
             m.d.sync += [run_active.eq(0), resident_run.eq(0), rows_total.eq(0),
                          epochs_total.eq(0), sat_total.eq(0), cycles_total.eq(0),
-                         decay_cnt.eq(0), mid_epoch.eq(0), row_pos.eq(0), started.eq(0),
-                         rows_pending.eq(0), epochs_left.eq(0)]
+                         decay_left.eq(req_cfg.lr_decay_epochs), mid_epoch.eq(0),
+                         row_pos.eq(0), started.eq(0), rows_pending.eq(0), epochs_left.eq(0)]
         return m
 
 

@@ -364,7 +364,7 @@ class SGDPipeline(wiring.Component):
         epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
         outstanding = Signal(3)             # batches started by the input, not yet written back
         lr_shift = Signal(6)
-        decay_cnt = Signal(16)
+        decay_left = Signal(16)
         lr_e = Signal(LR_BITS)
         m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
 
@@ -819,7 +819,8 @@ class SGDPipeline(wiring.Component):
 
         def reset_run():
             return [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0), self.cycles.eq(0),
-                    lr_shift.eq(0), decay_cnt.eq(0), outstanding.eq(0), *restart_input()]
+                    lr_shift.eq(0), decay_left.eq(cfg.lr_decay_epochs), outstanding.eq(0),
+                    *restart_input()]
 
         with m.FSM():
             with m.State("IDLE"):
@@ -851,7 +852,7 @@ class SGDPipeline(wiring.Component):
                 with m.If(epoch_done_now):
                     m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(done_wbank),
                                  *restart_input()]
-                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_cnt, lr_shift)
+                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_left, lr_shift)
                     with m.If(cfg.snapshots):
                         m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0),
                                      rb_valid.eq(0)]

@@ -52,25 +52,26 @@ def decayed_lr(lr, shift):
     return Mux(shift >= LR_BITS, 0, lr >> shift)
 
 
-def count_decay_epoch(m, decay_epochs, count, shift):
+def count_decay_epoch(m, decay_epochs, left, shift):
     """One finished epoch of the learning-rate decay: every ``decay_epochs`` epochs (0: never)
-    ``shift`` grows by one (up to 63), i.e. the rate halves."""
+    ``shift`` grows by one (up to 63), i.e. the rate halves. ``left`` counts the epochs to the
+    next step down to 1 (``decay_epochs`` at the start): a constant test, not a compare."""
     with m.If(decay_epochs != 0):
-        with m.If(count + 1 == decay_epochs):
-            m.d.sync += [count.eq(0), shift.eq(Mux(shift == 63, 63, shift + 1))]
+        with m.If(left == 1):
+            m.d.sync += [left.eq(decay_epochs), shift.eq(Mux(shift == 63, 63, shift + 1))]
         with m.Else():
-            m.d.sync += count.eq(count + 1)
+            m.d.sync += left.eq(left - 1)
 
 
-def halve_on_decay(m, decay_epochs, count, lr):
+def halve_on_decay(m, decay_epochs, left, lr):
     """:func:`count_decay_epoch` on the rate itself: every ``decay_epochs`` epochs (0: never)
     ``lr`` halves, rounding down. After k halvings it is ``lr >> k``, :func:`decayed_lr`'s
     rate, with no barrel shifter."""
     with m.If(decay_epochs != 0):
-        with m.If(count + 1 == decay_epochs):
-            m.d.sync += [count.eq(0), lr.eq(lr >> 1)]
+        with m.If(left == 1):
+            m.d.sync += [left.eq(decay_epochs), lr.eq(lr >> 1)]
         with m.Else():
-            m.d.sync += count.eq(count + 1)
+            m.d.sync += left.eq(left - 1)
 
 
 class GradientScalar(wiring.Component):
@@ -111,8 +112,9 @@ class GradientScalar(wiring.Component):
     o_valid_next : Out(1)
         High a cycle before ``o_valid`` (for consumers that register what ``o_valid`` starts).
     o_c : Out(signed(SCALAR_BITS))
+        Held until the next row's.
     o_sat : Out(1)
-        g or c saturated.
+        g or c saturated (held as ``o_c``).
     o_g : Out(signed(MODEL_BITS))
         Without ``multiplier``: g, valid with ``o_g_valid`` (C1).
     o_g_valid : Out(1)
@@ -221,5 +223,7 @@ class GradientScalar(wiring.Component):
         # C4: c = sat32(round(p / 2**18)), p = g * lr.
         c, c_sat = saturate(m, (p + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
         m.d.comb += self.o_valid_next.eq(v3)
-        m.d.sync += [self.o_valid.eq(v3), self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]
+        m.d.sync += self.o_valid.eq(v3)
+        with m.If(v3):
+            m.d.sync += [self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]
         return m

@@ -159,7 +159,7 @@ class SerialSGDPipeline(wiring.Component):
         running = Signal()
         epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
         lr_shift = Signal(6)
-        decay_cnt = Signal(16)
+        decay_left = Signal(16)
         lr_e = Signal(LR_BITS)
         m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
         rows_to_go = Signal(32)             # rows of the epoch from this one on
@@ -176,8 +176,8 @@ class SerialSGDPipeline(wiring.Component):
         # --- the row's phases: dot product, waiting for c, update, waiting for write-back --------
         updating = Signal()                 # the words come from the row buffer
         row_taken = Signal()                # every word of the row is in for this phase
-        c = Signal(signed(32))
-        row_flag = Signal()                 # g or c saturated
+        c = Signal(signed(32))              # the row's c, held by the gradient scalar
+        row_flag = Signal()                 # ... g or c saturated
         row_done = Signal()                 # F4 writes the row's last field
 
         # the row buffer as a stream of the row's words (its read port's register is the stage)
@@ -257,6 +257,7 @@ class SerialSGDPipeline(wiring.Component):
         m.submodules.scalar = scalar = GradientScalar(
             sum_width=self.acc_width - _ALIGN, lo_width=1, frac=VALUE_FRAC, lo_shift=_ALIGN,
             multiplier=False)
+        m.d.comb += [c.eq(scalar.o_c), row_flag.eq(scalar.o_sat)]
         code_value = f1_uni if tab_rd is None else Mux(table_mode, tab_rd.data, f1_uni)
         value = Mux(is_raw, f1_raw, code_value << _ALIGN)
         f2 = Signal(stage)
@@ -313,7 +314,7 @@ class SerialSGDPipeline(wiring.Component):
         with m.If(dot_end):
             m.d.sync += fi.eq(0)
         with m.If(scalar.o_valid):
-            m.d.sync += [c.eq(scalar.o_c), row_flag.eq(scalar.o_sat), updating.eq(1),
+            m.d.sync += [updating.eq(1),
                          row_taken.eq(0), buf_ptr.eq(0), buf_valid.eq(0)]
         with m.If(row_done):
             m.d.sync += [updating.eq(0), row_taken.eq(0), fi.eq(0),
@@ -368,7 +369,8 @@ class SerialSGDPipeline(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0),
-                                 self.cycles.eq(0), lr_shift.eq(0), decay_cnt.eq(0),
+                                 self.cycles.eq(0), lr_shift.eq(0),
+                                 decay_left.eq(cfg.lr_decay_epochs),
                                  slots.eq(0), fields.eq(0)]
                     m.d.comb += epoch_restart.eq(1)
                     m.next = "RUN"
@@ -392,7 +394,7 @@ class SerialSGDPipeline(wiring.Component):
                 with m.If(row_done & last_of_epoch):
                     m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(wbank)]
                     m.d.comb += epoch_restart.eq(1)
-                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_cnt, lr_shift)
+                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_left, lr_shift)
                     with m.If(cfg.snapshots):
                         m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
                         m.next = "SNAP"
