@@ -242,10 +242,14 @@ class DeviceCore(wiring.Component):
         m.submodules.words = ResetInserter(datapath_rst["fifos"])(words)
         # ... and gives its model words to a short FIFO: the dispatcher's ready is then not a
         # path into the pipeline's read-back (the model banks' read enables across the lanes)
-        model_words = fifo.SyncFIFOBuffered(width=32, depth=2)
-        m.submodules.model_words = ResetInserter(datapath_rst["fifos"])(model_words)
-        wiring.connect(m, pipe.o_model, model_words.w_stream)
-        model_out = model_words.r_stream
+        # (the serial trainer's read-back is one block RAM port: it needs none)
+        if self.serial:
+            model_out = pipe.o_model
+        else:
+            model_words = fifo.SyncFIFOBuffered(width=32, depth=2)
+            m.submodules.model_words = ResetInserter(datapath_rst["fifos"])(model_words)
+            wiring.connect(m, pipe.o_model, model_words.w_stream)
+            model_out = model_words.r_stream
         m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
         st_wr = staging.write_port()
         st_rd = staging.read_port()
@@ -531,8 +535,9 @@ class DeviceCore(wiring.Component):
                     else:
                         with m.If(length[0]):
                             m.d.comb += status.eq(Status.BAD_LENGTH)
-                        with m.Elif((ll_n < 4) | (ll_n > (1 << self.max_bits)) |
-                                    (ll_n & (ll_n - 1)).any()):
+                        # 4, 8, .. 2**max_bits entries
+                        with m.Elif(~Cat(ll_n == (1 << k)
+                                         for k in range(2, self.max_bits + 1)).any()):
                             m.d.comb += status.eq(Status.BAD_ARGUMENT)
                 with m.Case(Cmd.TRAIN_STREAM.value):
                     with m.If(length[:ceil_log2(wb)].any()):

@@ -94,7 +94,6 @@ _GROUP = 8                               # lanes per replica of a broadcast sign
 _DSP_SPLIT = 17                          # low bits of a 32-bit factor in the first multiplier
 
 
-
 class SGDPipeline(wiring.Component):
     """Low-precision SGD over a stream of packed rows, every format selected at run time.
 
@@ -810,7 +809,11 @@ class SGDPipeline(wiring.Component):
                 m.d.comb += [work_rd[j].addr.eq(rd_wi_g[j // _GROUP]), work_rd[j].en.eq(1)]
 
         # --- counters and the run's state machine ------------------------------------------------
-        last_epoch = self.epochs + 1 == cfg.epochs
+        # the run's end tests, registered: the epoch count changes only as an epoch ends, at
+        # least a row before they are read again
+        last_epoch, epochs_done = Signal(), Signal()
+        m.d.sync += [last_epoch.eq(self.epochs + 1 == cfg.epochs),
+                     epochs_done.eq(self.epochs == cfg.epochs)]
         with m.If(row_done_now):
             m.d.sync += self.rows.eq(self.rows + 1)
         m.d.comb += epoch_done_now.eq(row_done_now & u3_row.last_of_epoch)
@@ -865,7 +868,7 @@ class SGDPipeline(wiring.Component):
                 m.d.comb += [reading.eq(1), self.busy.eq(1)]
                 m.d.sync += self.cycles.eq(self.cycles + 1)
                 with m.If(rb_finish):
-                    with m.If(self.epochs == cfg.epochs):
+                    with m.If(epochs_done):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "RUN"

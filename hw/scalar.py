@@ -94,6 +94,10 @@ class GradientScalar(wiring.Component):
         Multiply g by the rate here (four partial products); without, the product comes from
         the user's multiplier: ``o_g`` and ``lr`` registered together as its operands at the
         end of C1, their product registered at the end of C2 and given back on ``i_p``.
+    registered_inputs : bool
+        The user's registers are C0: ``i_valid`` comes in C0 (a cycle later), with ``i_sum``,
+        ``i_lo`` and ``i_label`` held in registers for that cycle, and the scalar keeps no
+        copy of them.
 
     Members
     -------
@@ -108,7 +112,7 @@ class GradientScalar(wiring.Component):
     lr : In(LR_BITS)
         The learning rate of the current epoch (with ``multiplier``).
     o_valid : Out(1)
-        High :attr:`LATENCY` cycles after ``i_valid``.
+        High :attr:`LATENCY` cycles after ``i_valid`` (one fewer with ``registered_inputs``).
     o_valid_next : Out(1)
         High a cycle before ``o_valid`` (for consumers that register what ``o_valid`` starts).
     o_c : Out(signed(SCALAR_BITS))
@@ -125,10 +129,11 @@ class GradientScalar(wiring.Component):
     #: Stages C0 .. C4 (:data:`zipml.sim.timing.SCALAR_STAGES`).
     LATENCY = SCALAR_STAGES
 
-    def __init__(self, *, sum_width, lo_width, frac, lo_shift, multiplier=True):
+    def __init__(self, *, sum_width, lo_width, frac, lo_shift, multiplier=True,
+                 registered_inputs=False):
         self.sum_width, self.lo_width = sum_width, lo_width
         self.frac, self.lo_shift = frac, lo_shift
-        self.multiplier = multiplier
+        self.multiplier, self.registered_inputs = multiplier, registered_inputs
         external = {} if multiplier else {
             "o_g": Out(signed(MODEL_BITS)), "o_g_valid": Out(1),
             "i_p": In(signed(MODEL_BITS + LR_BITS))}
@@ -158,8 +163,9 @@ class GradientScalar(wiring.Component):
         y0 = Signal(signed(LABEL_BITS))
         s = Signal()                        # the label's sign s = +1 (else -1)
         lo_carry = Mux(self.raw, self.i_lo >> self.lo_shift, 0)
-        m.d.sync += [v0.eq(self.i_valid), y0.eq(self.i_label), s.eq(self.i_label > 0),
-                     d0.eq((self.i_sum + lo_carry) >> self.frac)]
+        c0 = m.d.comb if self.registered_inputs else m.d.sync
+        c0 += [v0.eq(self.i_valid), y0.eq(self.i_label), s.eq(self.i_label > 0),
+               d0.eq((self.i_sum + lo_carry) >> self.frac)]
 
         # C1: the loss functions' operands; the sigmoid ROM is read at
         # clamp(floor(-s D / 2**sig_shift) + half): the negation runs beside the sign's select,

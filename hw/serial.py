@@ -247,19 +247,19 @@ class SerialSGDPipeline(wiring.Component):
         stage = data.StructLayout({"valid": 1, "ok": 1, "update": 1, "last": 1,
                                    "fi": len(fi)})
         f1 = Signal(stage)
-        f1_uni = Signal(VALUE_SHAPE)
-        f1_raw = Signal(signed(32))
+        f1_value = Signal(signed(32))       # RAW's, or a uniform level's at RAW_FRAC
         m.d.sync += [f1.valid.eq(slot & running), f1.ok.eq(slot_ok), f1.update.eq(updating),
                      f1.last.eq(slot_last), f1.fi.eq(fi),
-                     f1_uni.eq(uniform_value(nk, half, unsigned_levels)), f1_raw.eq(sh[:32])]
+                     f1_value.eq(Mux(is_raw, sh[:32],
+                                     uniform_value(nk, half, unsigned_levels) << _ALIGN))]
 
         # --- F1: the value and the product's operands --------------------------------------------
         m.submodules.scalar = scalar = GradientScalar(
             sum_width=self.acc_width - _ALIGN, lo_width=1, frac=VALUE_FRAC, lo_shift=_ALIGN,
-            multiplier=False)
+            multiplier=False, registered_inputs=True)
         m.d.comb += [c.eq(scalar.o_c), row_flag.eq(scalar.o_sat)]
-        code_value = f1_uni if tab_rd is None else Mux(table_mode, tab_rd.data, f1_uni)
-        value = Mux(is_raw, f1_raw, code_value << _ALIGN)
+        value = f1_value if tab_rd is None else \
+            Mux(table_mode & ~is_raw, tab_rd.data << _ALIGN, f1_value)
         f2 = Signal(stage)
         f2_a = Signal(signed(32))
         f2_v = Signal(signed(32))
@@ -276,13 +276,18 @@ class SerialSGDPipeline(wiring.Component):
         m.d.sync += [f3.eq(f2), f3_p.eq(f2_a * f2_v)]
 
         # --- F3: dot: the row sum into the gradient scalar; update: delta ------------------------
+        # the row's sum stays in acc for a cycle after its last field, as the gradient scalar's
+        # C0 register (the label's is the row's), and is cleared then (no dot-product field
+        # follows a row's last that closely: the update comes first)
         acc = Signal(signed(self.acc_width))
-        acc_next = Signal(signed(self.acc_width))
-        m.d.comb += acc_next.eq(acc + f3_p)
+        sum_valid = Signal()                # C0: acc holds a row's sum
         dot_end = f3.valid & ~f3.update & f3.last
-        with m.If(f3.valid & ~f3.update):
-            m.d.sync += acc.eq(Mux(f3.last, 0, acc_next))
-        m.d.comb += [scalar.i_valid.eq(dot_end), scalar.i_sum.eq(acc_next >> _ALIGN),
+        m.d.sync += sum_valid.eq(dot_end)
+        with m.If(sum_valid):
+            m.d.sync += acc.eq(0)
+        with m.Elif(f3.valid & ~f3.update):
+            m.d.sync += acc.eq(acc + f3_p)
+        m.d.comb += [scalar.i_valid.eq(sum_valid), scalar.i_sum.eq(acc >> _ALIGN),
                      scalar.i_lo.eq(0), scalar.raw.eq(0), scalar.i_label.eq(label),
                      scalar.loss.eq(cfg.loss), scalar.i_p.eq(f3_p)]
         f4 = Signal(stage)
@@ -358,11 +363,15 @@ class SerialSGDPipeline(wiring.Component):
             m.d.comb += work_rd.addr.eq(fi)
 
         # --- the run's state machine -------------------------------------------------------------
-        last_epoch = self.epochs + 1 == cfg.epochs
+        # the run's end tests, registered: the epoch count changes only as an epoch ends, at
+        # least a row before they are read again
+        last_epoch, epochs_done = Signal(), Signal()
+        m.d.sync += [last_epoch.eq(self.epochs + 1 == cfg.epochs),
+                     epochs_done.eq(self.epochs == cfg.epochs)]
 
         # an epoch starts (a run's first, or the next): one condition for every register it
-        # sets (two would put two selects in front of each); the row sum is 0 already, the last
-        # row's dot_end cleared it
+        # sets (two would put two selects in front of each); the row sum is 0 already, cleared
+        # after the last row's dot product
         epoch_restart = Signal()
 
         with m.FSM():
@@ -404,7 +413,7 @@ class SerialSGDPipeline(wiring.Component):
                 m.d.comb += [reading.eq(1), self.busy.eq(1)]
                 m.d.sync += self.cycles.eq(self.cycles + 1)
                 with m.If(rb_finish):
-                    with m.If(self.epochs == cfg.epochs):
+                    with m.If(epochs_done):
                         m.next = "IDLE"
                     with m.Else():
                         m.next = "RUN"
