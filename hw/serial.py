@@ -234,12 +234,11 @@ class SerialSGDPipeline(wiring.Component):
         # the code of sample A (dot product) or B (update): SINGLE and PAIR read b bits at 0 or
         # at b_at; COMPACT adds A's or B's up bit to the interval index (wrapping modulo s)
         k = Signal(MAX_BITS)
-        nk = Signal(MAX_BITS)
         lo = sh[:2 * MAX_BITS]
         base = Mux(compact, lo[:MAX_BITS] & index_mask,
                    (lo >> Mux(updating, b_at, 0))[:MAX_BITS])
         up = compact & lo.bit_select(index_bits + updating, 1)
-        m.d.comb += [k.eq((base + up)[:MAX_BITS] & code_mask), nk.eq(k << align)]
+        m.d.comb += k.eq((base + up)[:MAX_BITS] & code_mask)
         if tab_rd is not None:
             m.d.comb += tab_rd.addr.eq(k)
         m.d.comb += snap_rd.addr.eq(Cat(fi, rbank))
@@ -247,19 +246,21 @@ class SerialSGDPipeline(wiring.Component):
         stage = data.StructLayout({"valid": 1, "ok": 1, "update": 1, "last": 1,
                                    "fi": len(fi)})
         f1 = Signal(stage)
-        f1_value = Signal(signed(32))       # RAW's, or a uniform level's at RAW_FRAC
+        f1_k = Signal(MAX_BITS)
+        f1_raw = Signal(signed(32))
         m.d.sync += [f1.valid.eq(slot & running), f1.ok.eq(slot_ok), f1.update.eq(updating),
-                     f1.last.eq(slot_last), f1.fi.eq(fi),
-                     f1_value.eq(Mux(is_raw, sh[:32],
-                                     uniform_value(nk, half, unsigned_levels) << _ALIGN))]
+                     f1.last.eq(slot_last), f1.fi.eq(fi), f1_k.eq(k), f1_raw.eq(sh[:32])]
 
         # --- F1: the value and the product's operands --------------------------------------------
         m.submodules.scalar = scalar = GradientScalar(
             sum_width=self.acc_width - _ALIGN, lo_width=1, frac=VALUE_FRAC, lo_shift=_ALIGN,
             multiplier=False, registered_inputs=True)
         m.d.comb += [c.eq(scalar.o_c), row_flag.eq(scalar.o_sat)]
-        value = f1_value if tab_rd is None else \
-            Mux(table_mode & ~is_raw, tab_rd.data << _ALIGN, f1_value)
+        # (the level's value from its code here, not in F0: F0's decode is the longer path)
+        code_value = uniform_value(f1_k << align, half, unsigned_levels)
+        if tab_rd is not None:
+            code_value = Mux(table_mode, tab_rd.data, code_value)
+        value = Mux(is_raw, f1_raw, code_value << _ALIGN)
         f2 = Signal(stage)
         f2_a = Signal(signed(32))
         f2_v = Signal(signed(32))
