@@ -279,7 +279,7 @@ class DeviceCore(wiring.Component):
         resident_run = Signal()                    # ... fed from the resident memory
         rows_pending = Signal(16)                  # rows streamed, not yet written back
         lr_now = Signal(contract.LR_BITS)          # the rate of the current epoch
-        decay_left = Signal(16)              # epochs to the next decay step
+        decay_left = Signal(16)                    # epochs to the next decay step
 
         mid_epoch = Signal()                       # a streamed epoch has words in
         rows_to_go = Signal(32)                    # rows of it from the current one on
@@ -378,7 +378,10 @@ class DeviceCore(wiring.Component):
         with m.If(take):
             m.d.sync += remaining.eq(remaining - 1)
 
-        head = Signal(_PREFIX_BYTES * 8)           # the payload's fixed-size prefix
+        # the payload's fixed-size prefix: written only by HEAD, so it stays until the next
+        # executed request (a retried READ_MODEL replays its window from it); a request shorter
+        # than its prefix leaves older bytes behind, but its length check refuses it first
+        head = Signal(_PREFIX_BYTES * 8)
         head_idx = Signal(range(_PREFIX_BYTES + 1))
         head_left = Signal(range(_PREFIX_BYTES + 1))
         prefix = Signal(range(_PREFIX_BYTES + 1))
@@ -584,7 +587,9 @@ class DeviceCore(wiring.Component):
                 m.d.comb += rx.o_header.ready.eq(1)
                 with m.If(rx.o_header.valid):
                     h = rx.o_header.payload
-                    m.d.sync += [hdr.eq(h), remaining.eq(h.length), verdict.eq(0)]
+                    m.d.sync += [hdr.eq(h), remaining.eq(h.length), verdict.eq(0),
+                                 head_idx.eq(0),
+                                 head_left.eq(Mux(h.length < prefix, h.length, prefix))]
                     with m.If(h.status != Status.OK):
                         m.d.sync += verdict.eq(1)  # h.length is 0: hdr is the reply
                         m.next = "RESP_HDR"
@@ -592,8 +597,7 @@ class DeviceCore(wiring.Component):
                         m.next = "DRAIN"           # a retry: answered from the cache
                     with m.Else():
                         m.d.sync += [cache_valid.eq(1), cache.cmd.eq(h.cmd),
-                                     cache.seq.eq(h.seq), head.eq(0), head_idx.eq(0),
-                                     head_left.eq(Mux(h.length < prefix, h.length, prefix))]
+                                     cache.seq.eq(h.seq)]
                         m.next = "HEAD"
 
             with m.State("HEAD"):
@@ -733,8 +737,9 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _LE - 1):
                         m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
+                        previous = small_next[:16].as_signed()     # the entry before
                         with m.If((entry > contract.TABLE_MAX) | (entry < -contract.TABLE_MAX) |
-                                  ((idx != 0) & (entry <= small_next[:16].as_signed()))):
+                                  ((idx != 0) & (entry <= previous))):
                             m.d.sync += tb_bad.eq(1)
                 with m.If(remaining == 0):
                     m.next = "LL_END"
