@@ -72,8 +72,9 @@ from ..protocol import (
 from .framing import FrameReceiver, FrameTransmitter
 from .lanes import all_formats, format_constants
 from .resident import ResidentMemory
-from .scalar import halve_on_decay
+from .scalar import decay_epoch
 from .serial import make_trainer
+from .status import COUNTERS, StatusBank
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
 __all__ = ["frame_timeout_cycles", "DeviceCore", "Device"]
@@ -202,6 +203,10 @@ class DeviceCore(wiring.Component):
                     losses=self.losses, max_bits=self.max_bits, lanes=self.lanes,
                     clock_hz=int(self.clk_freq), baud=self.baud, build_id=self.build_id)
 
+    def identify_reply(self):
+        """IDENTIFY's reply (bytes)."""
+        return protocol.identify_reply(**self.capabilities)
+
     def elaborate(self, platform):
         m = Module()
         W, wb = self.width, self.width // 8
@@ -231,7 +236,7 @@ class DeviceCore(wiring.Component):
         m.d.sync += [rst.eq(pipe_rst) for rst in datapath_rst.values()]
         pipe = make_trainer(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
                             serial=self.serial, lanes=self.lanes, dsp=self.dsp,
-                            mul_stages=self.mul_stages)
+                            mul_stages=self.mul_stages, one_epoch=True)
         mem = ResidentMemory(W, self.memory_words, spram=self.spram)
         m.submodules.pipeline = ResetInserter(datapath_rst["pipeline"])(pipe)
         m.submodules.resident = ResetInserter(datapath_rst["resident"])(mem)
@@ -287,25 +292,20 @@ class DeviceCore(wiring.Component):
         started = Signal()                         # the current streamed epoch has its run
 
         # the counters since CONFIGURE, from the pipeline's strobes (its own counters restart
-        # every run); a pipeline being reset has none
-        rows_total = Signal(32)
-        epochs_total = Signal(32)
-        sat_total = Signal(32)
-        cycles_total = Signal(64)
+        # every run; a pipeline being reset has none), kept with READ_STATUS's snapshots and
+        # IDENTIFY's reply in block RAM
+        m.submodules.status = status_bank = StatusBank(constants=self.identify_reply())
         ev = Signal.like(pipe.events)
         m.d.comb += ev.eq(Mux(datapath_rst["pipeline"], 0, pipe.events))
+        events = {"rows": ev.row, "epochs": ev.epoch, "saturated_rows": ev.saturated,
+                  "cycles": run_active & pipe.busy}
+        m.d.comb += status_bank.inc.eq(Cat(events[name] for name in COUNTERS))
         row_pushed = Signal()                      # TRAIN_STREAM pushed a row's last word
         with m.If(row_pushed != (ev.row & ~resident_run)):
             m.d.sync += rows_pending.eq(Mux(row_pushed, rows_pending + 1, rows_pending - 1))
-        with m.If(ev.row):
-            m.d.sync += rows_total.eq(rows_total + 1)
         with m.If(ev.epoch):
-            m.d.sync += epochs_total.eq(epochs_total + 1)
-            halve_on_decay(m, creq.lr_decay_epochs, decay_left, lr_now)
-        with m.If(ev.saturated):
-            m.d.sync += sat_total.eq(sat_total + 1)
-        with m.If(run_active & pipe.busy):
-            m.d.sync += cycles_total.eq(cycles_total + 1)
+            # (halving the rate itself: after k steps it is lr >> k, with no barrel shifter)
+            decay_epoch(m, creq.lr_decay_epochs, decay_left, [lr_now.eq(lr_now >> 1)])
 
         state = Signal(DeviceState)
         with m.If(epochs_left != 0):
@@ -359,7 +359,8 @@ class DeviceCore(wiring.Component):
                      ts_epoch_end.eq((row_pos == row_words - 1) & (rows_to_go == 1))]
 
         # --- end of a run, and resident runs ------------------------------------------------------
-        run_end = run_active & ~pipe.busy
+        # (a run's end waits for a snapshot of the status: epochs_left holds still for it)
+        run_end = run_active & ~pipe.busy & ~status_bank.busy
         with m.If(run_end):
             m.d.sync += run_active.eq(0)
             with m.If(resident_run & (epochs_left != 0)):
@@ -399,14 +400,11 @@ class DeviceCore(wiring.Component):
         cache_valid = Signal()
         cache = Signal(Header)
         cache_model = Signal()                     # the payload is read from the pipeline
-        cache_ident = Signal()                     # ... is IDENTIFY's (constant) reply
-        # READ_STATUS's reply, TRAIN_STREAM's and STORE_DATA's are windows of one snapshot of
-        # the device's status: it is taken once per executed request and rotated a byte at a
-        # time, the window's bytes sent on the way (a full turn: the cache keeps it)
-        snap = Signal(_STATUS_BYTES * 8)
-        snap_load = Signal()
-        win_first = Signal(range(_STATUS_BYTES + 1))
-        win_end = Signal(range(_STATUS_BYTES + 1))
+        # ... or else is a window of the status bank: READ_STATUS's reply, TRAIN_STREAM's and
+        # STORE_DATA's of a snapshot taken once per executed request (the cache keeps it), or
+        # IDENTIFY's
+        win_first = Signal(range(status_bank.depth + 1))
+        win_end = Signal(range(status_bank.depth + 1))
         verdict = Signal()                         # answering a frame the receiver rejected
 
         def respond(status, nbytes=0, reply=None, model=False):
@@ -414,10 +412,13 @@ class DeviceCore(wiring.Component):
             from the pipeline's model (``model``) or of the ``reply`` layout."""
             size = nbytes if reply is None else struct_bytes(reply)
             m.d.sync += [cache.status.eq(status), cache.length.eq(size),
-                         cache_model.eq(model), cache_ident.eq(reply is IdentifyReply)]
-            if reply not in (None, IdentifyReply):
+                         cache_model.eq(model)]
+            if reply is IdentifyReply:
+                m.d.sync += [win_first.eq(_STATUS_BYTES), win_end.eq(_STATUS_BYTES + size)]
+            elif reply is not None:
                 first, count = _status_window(reply)
-                m.d.sync += [snap_load.eq(1), win_first.eq(first), win_end.eq(first + count)]
+                m.d.comb += status_bank.snap.eq(1)
+                m.d.sync += [win_first.eq(first), win_end.eq(first + count)]
             m.next = "RESP_HDR"
 
         def refuse(status):
@@ -441,27 +442,12 @@ class DeviceCore(wiring.Component):
         cp_index = Signal(MAX_BITS)
         cfg_rem = Signal(17)
 
-        # Replies.
-        ident = Signal(IdentifyReply)
+        # READ_STATUS's fields besides the counters
+        fields = status_bank.fields
         m.d.comb += [
-            ident.magic.eq(protocol.MAGIC), ident.version.eq(protocol.PROTOCOL_VERSION),
-            ident.encodings.eq(protocol.to_bitmap(self.encodings)),
-            ident.level_modes.eq(protocol.to_bitmap(self.level_modes)),
-            ident.losses.eq(protocol.to_bitmap(self.losses)), ident.max_bits.eq(self.max_bits),
-            ident.width.eq(W), ident.lanes.eq(self.lanes), ident.n_max.eq(self.n_max),
-            ident.batch_max.eq(self.batch_max),
-            ident.max_payload.eq(self.max_payload), ident.memory_words.eq(self.memory_words),
-            ident.clock_hz.eq(int(self.clk_freq)), ident.baud.eq(self.baud),
-            ident.build_id.eq(self.build_id),
-        ]
-        status_reply = Signal(StatusReply)
-        m.d.comb += [
-            status_reply.state.eq(state), status_reply.last_error.eq(last_error),
-            status_reply.last_error_cmd.eq(last_error_cmd),
-            status_reply.flags.eq(table_log2 != 0),
-            status_reply.rows.eq(rows_total), status_reply.epochs.eq(epochs_total),
-            status_reply.saturated_rows.eq(sat_total), status_reply.stored_words.eq(stored_words),
-            status_reply.epochs_left.eq(epochs_left), status_reply.cycles.eq(cycles_total),
+            fields.state.eq(state), fields.last_error.eq(last_error),
+            fields.last_error_cmd.eq(last_error_cmd), fields.flags.eq(table_log2 != 0),
+            fields.stored_words.eq(stored_words), fields.epochs_left.eq(epochs_left),
         ]
 
         # The checks, in the specification's order (every one before any change).
@@ -815,8 +801,6 @@ class DeviceCore(wiring.Component):
 
             # --- the response: header, then bytes from the cache or the pipeline's model ----------
             with m.State("RESP_HDR"):
-                with m.If(snap_load):              # a cycle after respond(): STORE_DATA's
-                    m.d.sync += [snap.eq(status_reply), snap_load.eq(0)]   # stored_words
                 m.d.comb += [tx.i_header.valid.eq(1),
                              tx.i_header.payload.eq(
                                  Mux(verdict, hdr.as_value(), cache.as_value()))]
@@ -826,24 +810,22 @@ class DeviceCore(wiring.Component):
                         m.next = "IDLE"
                     with m.Elif(cache_model):
                         m.next = "RM_WAIT"
-                    with m.Elif(cache_ident):
-                        m.next = "RESP_IDENT"
                     with m.Else():
-                        m.next = "RESP_SNAP"
-            with m.State("RESP_IDENT"):
-                m.d.comb += [txf.w_stream.valid.eq(1),
-                             txf.w_stream.payload.eq(ident.as_value().word_select(idx[:6], 8))]
-                with m.If(txf.w_stream.ready):
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(idx == cache.length - 1):
-                        m.next = "IDLE"
-            with m.State("RESP_SNAP"):
-                in_window = (idx >= win_first) & (idx < win_end)
-                m.d.comb += [txf.w_stream.valid.eq(in_window),
-                             txf.w_stream.payload.eq(snap[:8])]
-                with m.If(~in_window | txf.w_stream.ready):
-                    m.d.sync += [snap.eq(snap.rotate_right(8)), idx.eq(idx + 1)]
-                    with m.If(idx == _STATUS_BYTES - 1):
+                        m.next = "RESP_WAIT"
+            with m.State("RESP_WAIT"):              # for the snapshot
+                with m.If(~status_bank.busy):
+                    m.d.sync += [idx.eq(win_first), lvalid.eq(0)]
+                    m.next = "RESP_WINDOW"
+            with m.State("RESP_WINDOW"):
+                fetch = ~lvalid | txf.w_stream.ready
+                m.d.comb += [status_bank.rd_addr.eq(idx), status_bank.rd_en.eq(fetch),
+                             txf.w_stream.valid.eq(lvalid),
+                             txf.w_stream.payload.eq(status_bank.rd_data)]
+                with m.If(fetch):
+                    m.d.sync += lvalid.eq(idx != win_end)
+                    with m.If(idx != win_end):
+                        m.d.sync += idx.eq(idx + 1)
+                    with m.Else():
                         m.next = "IDLE"
             with m.State("RM_WAIT"):
                 with m.If(~pipe.busy):
@@ -869,8 +851,8 @@ class DeviceCore(wiring.Component):
                         m.next = "RM_WORD"
 
         with m.If(power_up):
-            m.d.sync += [run_active.eq(0), resident_run.eq(0), rows_total.eq(0),
-                         epochs_total.eq(0), sat_total.eq(0), cycles_total.eq(0),
+            m.d.comb += status_bank.clear.eq(1)
+            m.d.sync += [run_active.eq(0), resident_run.eq(0),
                          decay_left.eq(req_cfg.lr_decay_epochs), mid_epoch.eq(0),
                          row_pos.eq(0), started.eq(0), rows_pending.eq(0), epochs_left.eq(0)]
         return m

@@ -61,7 +61,7 @@ from .lanes import (
     sum_tree,
     uniform_value,
 )
-from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
+from .scalar import GradientScalar, count_decay_step, decay_epoch, decayed_lr, saturate
 
 __all__ = ["ConfigLayout", "TableEntry", "RunEvents", "SGDPipeline"]
 
@@ -855,7 +855,7 @@ class SGDPipeline(wiring.Component):
                 with m.If(epoch_done_now):
                     m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(done_wbank),
                                  *restart_input()]
-                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_left, lr_shift)
+                    decay_epoch(m, cfg.lr_decay_epochs, decay_left, count_decay_step(lr_shift))
                     with m.If(cfg.snapshots):
                         m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0),
                                      rb_valid.eq(0)]

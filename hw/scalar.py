@@ -22,7 +22,7 @@ from ..contract import (
 )
 from ..sim.timing import SCALAR_STAGES
 
-__all__ = ["GradientScalar", "saturate", "decayed_lr", "count_decay_epoch", "halve_on_decay"]
+__all__ = ["GradientScalar", "saturate", "decayed_lr", "decay_epoch", "count_decay_step"]
 
 
 def saturate(m, value, bits, name):
@@ -52,26 +52,20 @@ def decayed_lr(lr, shift):
     return Mux(shift >= LR_BITS, 0, lr >> shift)
 
 
-def count_decay_epoch(m, decay_epochs, left, shift):
+def decay_epoch(m, decay_epochs, left, step):
     """One finished epoch of the learning-rate decay: every ``decay_epochs`` epochs (0: never)
-    ``shift`` grows by one (up to 63), i.e. the rate halves. ``left`` counts the epochs to the
-    next step down to 1 (``decay_epochs`` at the start): a constant test, not a compare."""
+    the ``step`` assignments halve the rate. ``left`` counts the epochs to the next step down
+    to 1 (``decay_epochs`` at the start): a constant test, not a compare."""
     with m.If(decay_epochs != 0):
         with m.If(left == 1):
-            m.d.sync += [left.eq(decay_epochs), shift.eq(Mux(shift == 63, 63, shift + 1))]
+            m.d.sync += [left.eq(decay_epochs), *step]
         with m.Else():
             m.d.sync += left.eq(left - 1)
 
 
-def halve_on_decay(m, decay_epochs, left, lr):
-    """:func:`count_decay_epoch` on the rate itself: every ``decay_epochs`` epochs (0: never)
-    ``lr`` halves, rounding down. After k halvings it is ``lr >> k``, :func:`decayed_lr`'s
-    rate, with no barrel shifter."""
-    with m.If(decay_epochs != 0):
-        with m.If(left == 1):
-            m.d.sync += [left.eq(decay_epochs), lr.eq(lr >> 1)]
-        with m.Else():
-            m.d.sync += left.eq(left - 1)
+def count_decay_step(shift):
+    """:func:`decay_epoch`'s step as a shift count (up to 63) for :func:`decayed_lr`."""
+    return [shift.eq(Mux(shift == 63, 63, shift + 1))]
 
 
 class GradientScalar(wiring.Component):

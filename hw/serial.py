@@ -47,7 +47,7 @@ from .lanes import (
     uniform_value,
 )
 from .pipeline import ConfigLayout, RunEvents, SGDPipeline, TableEntry
-from .scalar import GradientScalar, count_decay_epoch, decayed_lr, saturate
+from .scalar import GradientScalar, count_decay_step, decay_epoch, decayed_lr, saturate
 
 __all__ = ["SerialSGDPipeline", "make_trainer"]
 
@@ -70,12 +70,17 @@ class SerialSGDPipeline(wiring.Component):
         Largest n_features.
     max_table_bits : int
         Largest b for which level tables are held (1 drops the table).
+    one_epoch : bool
+        Every run is one epoch at ``config.lr``, and ``epochs`` stays 0: ``config.epochs``,
+        ``lr_decay_epochs`` and ``snapshots`` are not read (for a device that counts epochs
+        and decays the rate itself).
     """
 
-    def __init__(self, width=32, n_max=256, *, max_table_bits=MAX_BITS):
+    def __init__(self, width=32, n_max=256, *, max_table_bits=MAX_BITS, one_epoch=False):
         if width % 32 or width < 32:
             raise ValueError(f"width must be a multiple of 32, not {width}")
         self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
+        self.one_epoch = one_epoch
         self.formats = all_formats(width)
         self.lanes = width
         self.raw_lanes = width // 32
@@ -160,8 +165,11 @@ class SerialSGDPipeline(wiring.Component):
         epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
         lr_shift = Signal(6)
         decay_left = Signal(16)
-        lr_e = Signal(LR_BITS)
-        m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
+        if self.one_epoch:
+            lr_e = cfg.lr
+        else:
+            lr_e = Signal(LR_BITS)
+            m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
         rows_to_go = Signal(32)             # rows of the epoch from this one on
         batch_to_go = Signal(16)            # ... of the mini-batch
         kpar = Signal()
@@ -367,8 +375,11 @@ class SerialSGDPipeline(wiring.Component):
         # the run's end tests, registered: the epoch count changes only as an epoch ends, at
         # least a row before they are read again
         last_epoch, epochs_done = Signal(), Signal()
-        m.d.sync += [last_epoch.eq(self.epochs + 1 == cfg.epochs),
-                     epochs_done.eq(self.epochs == cfg.epochs)]
+        if self.one_epoch:
+            m.d.comb += [last_epoch.eq(1), epochs_done.eq(1)]
+        else:
+            m.d.sync += [last_epoch.eq(self.epochs + 1 == cfg.epochs),
+                         epochs_done.eq(self.epochs == cfg.epochs)]
 
         # an epoch starts (a run's first, or the next): one condition for every register it
         # sets (two would put two selects in front of each); the row sum is 0 already, cleared
@@ -402,10 +413,13 @@ class SerialSGDPipeline(wiring.Component):
                 m.d.comb += [running.eq(1), self.busy.eq(1)]
                 m.d.sync += self.cycles.eq(self.cycles + 1)
                 with m.If(row_done & last_of_epoch):
-                    m.d.sync += [self.epochs.eq(self.epochs + 1), epoch_bank.eq(wbank)]
+                    m.d.sync += epoch_bank.eq(wbank)
                     m.d.comb += epoch_restart.eq(1)
-                    count_decay_epoch(m, cfg.lr_decay_epochs, decay_left, lr_shift)
-                    with m.If(cfg.snapshots):
+                    if not self.one_epoch:
+                        m.d.sync += self.epochs.eq(self.epochs + 1)
+                        decay_epoch(m, cfg.lr_decay_epochs, decay_left,
+                                    count_decay_step(lr_shift))
+                    with m.If(0 if self.one_epoch else cfg.snapshots):
                         m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
                         m.next = "SNAP"
                     with m.Elif(last_epoch):
@@ -428,10 +442,11 @@ class SerialSGDPipeline(wiring.Component):
 
 
 def make_trainer(width, n_max, *, max_table_bits=MAX_BITS, serial=False, lanes=None, dsp=False,
-                 mul_stages=1):
-    """The trainer of a build: :class:`SerialSGDPipeline` with ``serial``, else
-    :class:`~zipml.hw.pipeline.SGDPipeline` with ``lanes``, ``dsp`` and ``mul_stages``."""
+                 mul_stages=1, one_epoch=False):
+    """The trainer of a build: :class:`SerialSGDPipeline` with ``serial`` (and ``one_epoch``),
+    else :class:`~zipml.hw.pipeline.SGDPipeline` with ``lanes``, ``dsp`` and ``mul_stages``."""
     if serial:
-        return SerialSGDPipeline(width, n_max, max_table_bits=max_table_bits)
+        return SerialSGDPipeline(width, n_max, max_table_bits=max_table_bits,
+                                 one_epoch=one_epoch)
     return SGDPipeline(width, n_max, max_table_bits=max_table_bits, lanes=lanes, dsp=dsp,
                        mul_stages=mul_stages)

@@ -188,13 +188,10 @@ class ProtocolDevice:
 
     def _cmd_identify(self, payload):
         _length(payload, 0)
-        return pack_struct(
-            protocol.IdentifyReply, magic=protocol.MAGIC, version=protocol.PROTOCOL_VERSION,
-            encodings=protocol.to_bitmap(self.encodings),
-            level_modes=protocol.to_bitmap(self.level_modes),
-            losses=protocol.to_bitmap(self.losses), max_bits=self.max_bits,
-            width=self.golden.width, lanes=self.lanes, n_max=self.golden.n_max,
-            batch_max=self.golden.batch_max,
+        return protocol.identify_reply(
+            encodings=self.encodings, level_modes=self.level_modes, losses=self.losses,
+            max_bits=self.max_bits, width=self.golden.width, lanes=self.lanes,
+            n_max=self.golden.n_max, batch_max=self.golden.batch_max,
             max_payload=self.max_payload, memory_words=self.memory_words,
             clock_hz=self.clock_hz, baud=self.baud, build_id=self.build_id)
 

@@ -123,8 +123,8 @@ __all__ = [
     "decode_frame", "MAGIC", "PROTOCOL_VERSION", "MODEL_WORD_BYTES", "LEVEL_ENTRY_BYTES",
     "DeviceState", "ConfigureRequest", "IdentifyReply", "ModelOffset", "ReadModelRequest",
     "TrainStreamReply", "StoreDataHeader", "StoreDataReply", "RunEpochsRequest", "StatusReply",
-    "REQUEST_LAYOUTS", "REPLY_LAYOUTS", "struct_bytes", "pack_struct", "unpack_struct",
-    "word_bytes", "to_bitmap", "from_bitmap",
+    "REQUEST_LAYOUTS", "REPLY_LAYOUTS", "struct_bytes", "pack_struct", "identify_reply",
+    "unpack_struct", "word_bytes", "to_bitmap", "from_bitmap",
 ]
 
 #: Frame delimiter, escape byte, and the transposed bytes that follow an escape.
@@ -634,6 +634,14 @@ def pack_struct(layout, **fields):
     if unknown:
         raise ValueError(f"{layout.__name__}: unknown fields {sorted(unknown)}")
     return value.to_bytes(struct_bytes(layout), "little")
+
+
+def identify_reply(*, encodings, level_modes, losses, **fields):
+    """IDENTIFY's reply: :class:`IdentifyReply`'s bytes for a device with these capabilities
+    (the supported members as iterables, the other fields by name)."""
+    return pack_struct(IdentifyReply, magic=MAGIC, version=PROTOCOL_VERSION,
+                       encodings=to_bitmap(encodings), level_modes=to_bitmap(level_modes),
+                       losses=to_bitmap(losses), **fields)
 
 
 def unpack_struct(layout, raw):

@@ -32,6 +32,7 @@ from zipml.protocol import (
     pack_struct,
     unpack_struct,
 )
+from zipml.sim import timing
 from zipml.sim.golden import GoldenDevice
 from zipml.sim.protocol_device import ProtocolDevice
 
@@ -45,6 +46,7 @@ BATCH_MAX = int(os.environ.get("BATCH_MAX", 8))
 BUILD_ID = int(os.environ.get("BUILD_ID", 0))
 TIMEOUT_CYCLES = int(os.environ.get("TIMEOUT_CYCLES", 2400))
 LANES = int(os.environ.get("LANES", W))
+SERIAL = bool(int(os.environ.get("SERIAL", 0)))
 BYTE_NS = 10 * 1e9 / BAUD
 WB = W // 8
 
@@ -395,6 +397,12 @@ async def resident_training(dut):
     await tb.read_model(n)
     s = await tb.status()
     assert (s["epochs"], s["rows"]) == (3, 3 * rows)
+    # the device's cycles: three runs of one epoch, each the timing model's plus the resident
+    # memory's start
+    cfg = tb.model.golden.config
+    run = (timing.serial_run_cycles(W, cfg, 1) if SERIAL else
+           timing.run_cycles(W, cfg, 1, lanes=LANES))
+    assert s["cycles"] == 3 * (run + timing.RESIDENT_START), (s["cycles"], run)
 
     # A streamed epoch between resident ones (the learning rate keeps decaying).
     await tb.stream(data, random.Random(7))

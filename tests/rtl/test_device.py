@@ -36,5 +36,5 @@ def test_device(request, width, n_max, memory_words, max_payload, lanes, dsp, se
         "CLK_FREQ": CLK_FREQ, "BAUD": BAUD, "WIDTH": width, "N_MAX": n_max,
         "MEMORY_WORDS": memory_words, "MAX_PAYLOAD": max_payload, "BATCH_MAX": 8,
         "BUILD_ID": 0x1234, "TIMEOUT_CYCLES": top.core.timeout_cycles,
-        "LANES": top.core.lanes,
+        "LANES": top.core.lanes, "SERIAL": int(serial),
     })
