@@ -53,6 +53,7 @@ from .. import contract, protocol
 from ..contract import MAX_BITS, Encoding, LevelMode, Loss
 from ..protocol import (
     MAX_PAYLOAD,
+    RESPONSE_HEADER_BYTES,
     RX_TIMEOUT,
     Cmd,
     ConfigureRequest,
@@ -69,12 +70,12 @@ from ..protocol import (
     TrainStreamReply,
     struct_bytes,
 )
-from .framing import FrameReceiver, FrameTransmitter
+from .framing import FrameByte, FrameEncoder, FrameReceiver
 from .lanes import all_formats, format_constants
 from .resident import ResidentMemory
 from .scalar import decay_epoch
 from .serial import make_trainer
-from .status import COUNTERS, StatusBank
+from .status import CONSTANTS_AT, COUNTERS, StatusBank
 from .uart import DEFAULT_BAUD, UARTReceiver, UARTTransmitter
 
 __all__ = ["frame_timeout_cycles", "DeviceCore", "Device"]
@@ -84,7 +85,6 @@ _PREFIX = {Cmd.CONFIGURE: ConfigureRequest, Cmd.LOAD_MODEL: ModelOffset,
            Cmd.READ_MODEL: ReadModelRequest, Cmd.STORE_DATA: StoreDataHeader,
            Cmd.RUN_EPOCHS: RunEpochsRequest}
 _PREFIX_BYTES = max(struct_bytes(s) for s in _PREFIX.values())
-_STATUS_BYTES = struct_bytes(StatusReply)
 _MW = protocol.MODEL_WORD_BYTES
 _LE = protocol.LEVEL_ENTRY_BYTES
 
@@ -94,10 +94,18 @@ def frame_timeout_cycles(rx_timeout, clk_freq):
     return max(2, round(rx_timeout * clk_freq))
 
 
-def _status_window(layout):
-    """Where a reply ``layout``'s fields lie in :class:`~zipml.protocol.StatusReply`, in
-    order: ``(first byte, bytes)``. The device sends TRAIN_STREAM's and STORE_DATA's replies
-    out of its READ_STATUS snapshot."""
+#: The replies with a payload a device sends: ``None`` for none, the model's words (READ_MODEL),
+#: and the replies out of its status bank.
+_MODEL = "model"
+_REPLIES = (None, _MODEL, IdentifyReply, StatusReply, TrainStreamReply, StoreDataReply)
+
+
+def _reply_window(layout):
+    """Where a reply ``layout`` lies in the device's status bank: ``(first byte, bytes)``.
+    IDENTIFY's follows the status snapshot; TRAIN_STREAM's and STORE_DATA's are windows of the
+    snapshot (their fields are where :class:`~zipml.protocol.StatusReply` holds them)."""
+    if layout is IdentifyReply:
+        return CONSTANTS_AT, struct_bytes(IdentifyReply)
     status = data.Layout.cast(StatusReply)
     fields = list(data.Layout.cast(layout))
     start = status[fields[0][0]].offset
@@ -214,16 +222,20 @@ class DeviceCore(wiring.Component):
         # --- framing ------------------------------------------------------------------------------
         m.submodules.receiver = rx = FrameReceiver(max_payload=self.max_payload,
                                                    timeout=self.timeout_cycles)
-        m.submodules.transmitter = tx = FrameTransmitter()
-        # Block RAM data and the transmitter's byte-dependent ready stay out of one path.
-        m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=8, depth=3)
+        m.submodules.encoder = encoder = FrameEncoder()
+        # Block RAM data and the encoder's byte-dependent ready stay out of one path.
+        m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=FrameByte.size, depth=3)
         # ... and the receive buffer's block RAM output and the dispatcher's checks
         m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=3)
         wiring.connect(m, rx.o_payload, rxf.w_stream)
         rx_payload = rxf.r_stream
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
-        wiring.connect(m, txf.r_stream, tx.i_payload)
-        wiring.connect(m, tx.o_stream, wiring.flipped(self.o_stream))
+        m.d.comb += [encoder.i_stream.valid.eq(txf.r_stream.valid),
+                     encoder.i_stream.payload.eq(txf.r_stream.payload),
+                     txf.r_stream.ready.eq(encoder.i_stream.ready)]
+        wiring.connect(m, encoder.o_stream, wiring.flipped(self.o_stream))
+        tx_byte = Signal(FrameByte)                # the response's next byte, into txf
+        m.d.comb += txf.w_stream.payload.eq(tx_byte)
 
         # --- training datapath --------------------------------------------------------------------
         pipe_rst = Signal()                        # the dispatcher's request (RESET, CONFIGURE)
@@ -396,34 +408,41 @@ class DeviceCore(wiring.Component):
         req_store = StoreDataHeader(head[:struct_bytes(StoreDataHeader) * 8])
         req_run = RunEpochsRequest(head[:struct_bytes(RunEpochsRequest) * 8])
 
-        # The response cache: the last executed request's cmd/seq and its response.
+        # The response cache: the last executed request's cmd/seq, status and reply (one of
+        # _REPLIES: its length and bytes follow from it and from the request prefix, which
+        # stays as long as the cache does)
         cache_valid = Signal()
-        cache = Signal(Header)
-        cache_model = Signal()                     # the payload is read from the pipeline
-        # ... or else is a window of the status bank: READ_STATUS's reply, TRAIN_STREAM's and
-        # STORE_DATA's of a snapshot taken once per executed request (the cache keeps it), or
-        # IDENTIFY's
+        cache = Signal(Header)                     # (its length is reply_length)
+        cache_reply = Signal(range(len(_REPLIES)))
+        reply_length = Signal(16)
+        # a reply other than the model's is a window of the status bank: READ_STATUS's,
+        # TRAIN_STREAM's and STORE_DATA's of a snapshot taken once per executed request (the
+        # cache keeps it), or IDENTIFY's
         win_first = Signal(range(status_bank.depth + 1))
         win_end = Signal(range(status_bank.depth + 1))
+        with m.Switch(cache_reply):
+            for code, reply in enumerate(_REPLIES):
+                with m.Case(code):
+                    if reply is _MODEL:
+                        m.d.comb += reply_length.eq(req_read.count * _MW)
+                    elif reply is not None:
+                        first, count = _reply_window(reply)
+                        m.d.comb += [reply_length.eq(count), win_first.eq(first),
+                                     win_end.eq(first + count)]
         verdict = Signal()                         # answering a frame the receiver rejected
+        hdr_byte = Signal(range(RESPONSE_HEADER_BYTES))   # the response header's byte to send
 
-        def respond(status, nbytes=0, reply=None, model=False):
-            """Cache the response to the request being served and go send it: ``nbytes``
-            from the pipeline's model (``model``) or of the ``reply`` layout."""
-            size = nbytes if reply is None else struct_bytes(reply)
-            m.d.sync += [cache.status.eq(status), cache.length.eq(size),
-                         cache_model.eq(model)]
-            if reply is IdentifyReply:
-                m.d.sync += [win_first.eq(_STATUS_BYTES), win_end.eq(_STATUS_BYTES + size)]
-            elif reply is not None:
-                first, count = _status_window(reply)
+        def respond(status, reply=None):
+            """Cache the response to the request being served and go send it (a snapshot
+            first, for a status window)."""
+            m.d.sync += [cache.status.eq(status), cache_reply.eq(_REPLIES.index(reply))]
+            if reply not in (None, _MODEL, IdentifyReply):
                 m.d.comb += status_bank.snap.eq(1)
-                m.d.sync += [win_first.eq(first), win_end.eq(first + count)]
             m.next = "RESP_HDR"
 
         def refuse(status):
             m.d.sync += [last_error.eq(status), last_error_cmd.eq(cmd)]
-            m.d.sync += [cache.status.eq(status), cache.length.eq(0), cache_model.eq(0)]
+            m.d.sync += [cache.status.eq(status), cache_reply.eq(_REPLIES.index(None))]
             m.next = "DRAIN"
 
         # Word assembly: payload bytes, least significant first, shifted in at the top (and,
@@ -571,6 +590,7 @@ class DeviceCore(wiring.Component):
         with m.FSM(name="dispatch"):
             with m.State("IDLE"):
                 m.d.comb += rx.o_header.ready.eq(1)
+                m.d.sync += hdr_byte.eq(0)
                 with m.If(rx.o_header.valid):
                     h = rx.o_header.payload
                     m.d.sync += [hdr.eq(h), remaining.eq(h.length), verdict.eq(0),
@@ -619,7 +639,6 @@ class DeviceCore(wiring.Component):
                             m.d.comb += power_up.eq(1)
                             m.d.sync += [configured.eq(1), creq.eq(req_cfg), *kept_fields,
                                          lr_now.eq(req_cfg.lr),
-                                         rows_to_go.eq(req_cfg.rows_per_epoch),
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
@@ -628,7 +647,7 @@ class DeviceCore(wiring.Component):
                             with m.Else():
                                 m.next = "LM_RWAIT"
                         with m.Case(Cmd.READ_MODEL.value):
-                            respond(Status.OK, req_read.count * _MW, model=True)
+                            respond(Status.OK, _MODEL)
                         with m.Case(Cmd.LOAD_LEVELS.value):
                             m.d.sync += [idx.eq(0), bcnt.eq(0), tb_bad.eq(0)]
                             m.next = "LL_DATA"
@@ -650,7 +669,11 @@ class DeviceCore(wiring.Component):
 
             # --- CONFIGURE: R, the epoch's words, a zero model ------------------------------------
             with m.State("CFG_FMT"):
-                m.next = "CFG_R"                   # per_word and per_last take creq in
+                # per_word and per_last take creq in; the counters that start from it load it
+                # (from creq, as when they restart: one source each)
+                m.d.sync += [rows_to_go.eq(creq.rows_per_epoch),
+                             decay_left.eq(creq.lr_decay_epochs)]
+                m.next = "CFG_R"
             with m.State("CFG_R"):
                 with m.If(cfg_rem <= per_last):
                     m.d.sync += [epoch_words.eq(creq.rows_per_epoch[:mw] * row_words),
@@ -699,7 +722,7 @@ class DeviceCore(wiring.Component):
             with m.State("LM_LWAIT"):
                 with m.If(~pipe.busy):
                     m.d.comb += pipe.load.eq(1)
-                    m.d.sync += [idx.eq(0), idx_end.eq(0), lvalid.eq(0)]
+                    m.d.sync += [idx.eq(0), lvalid.eq(0)]
                     m.next = "LM_LOAD"
             with m.State("LM_LOAD"):
                 fetch = ~lvalid | pipe.i_model.ready
@@ -709,10 +732,9 @@ class DeviceCore(wiring.Component):
                     m.d.sync += lvalid.eq(idx != n)
                     with m.If(idx != n):
                         m.d.sync += idx.eq(idx + 1)
-                with m.If(lvalid & pipe.i_model.ready):
-                    m.d.sync += idx_end.eq(idx_end + 1)        # words loaded
-                    with m.If(idx_end == n_last):
-                        respond(Status.OK)
+                # (the word loaded is idx - 1: the last once idx is n)
+                with m.If(lvalid & pipe.i_model.ready & (idx == n)):
+                    respond(Status.OK)
 
             # --- LOAD_LEVELS: check every entry into a buffer, then write the pipeline ------------
             with m.State("LL_DATA"):
@@ -801,14 +823,24 @@ class DeviceCore(wiring.Component):
 
             # --- the response: header, then bytes from the cache or the pipeline's model ----------
             with m.State("RESP_HDR"):
-                m.d.comb += [tx.i_header.valid.eq(1),
-                             tx.i_header.payload.eq(
-                                 Mux(verdict, hdr.as_value(), cache.as_value()))]
-                with m.If(tx.i_header.ready):
+                # the request's cmd and seq (a retry's are the cached ones), the receiver's
+                # verdict or the cached status and reply
+                header = Signal(Header)
+                m.d.comb += [header.eq(hdr), header.status.eq(Mux(verdict, hdr.status,
+                                                                      cache.status)),
+                             header.length.eq(Mux(verdict, 0, reply_length))]
+                header_end = hdr_byte == RESPONSE_HEADER_BYTES - 1
+                no_payload = verdict | (reply_length == 0)
+                m.d.comb += [txf.w_stream.valid.eq(1),
+                             tx_byte.data.eq(header.as_value().word_select(hdr_byte, 8)),
+                             tx_byte.last.eq(header_end & no_payload)]
+                with m.If(txf.w_stream.ready):
+                    m.d.sync += hdr_byte.eq(hdr_byte + 1)
+                with m.If(txf.w_stream.ready & header_end):
                     m.d.sync += idx.eq(0)
-                    with m.If(verdict | (cache.length == 0)):
+                    with m.If(no_payload):
                         m.next = "IDLE"
-                    with m.Elif(cache_model):
+                    with m.Elif(cache_reply == _REPLIES.index(_MODEL)):
                         m.next = "RM_WAIT"
                     with m.Else():
                         m.next = "RESP_WAIT"
@@ -819,8 +851,8 @@ class DeviceCore(wiring.Component):
             with m.State("RESP_WINDOW"):
                 fetch = ~lvalid | txf.w_stream.ready
                 m.d.comb += [status_bank.rd_addr.eq(idx), status_bank.rd_en.eq(fetch),
-                             txf.w_stream.valid.eq(lvalid),
-                             txf.w_stream.payload.eq(status_bank.rd_data)]
+                             txf.w_stream.valid.eq(lvalid), tx_byte.data.eq(status_bank.rd_data),
+                             tx_byte.last.eq(idx == win_end)]      # (idx - 1 is in txf)
                 with m.If(fetch):
                     m.d.sync += lvalid.eq(idx != win_end)
                     with m.If(idx != win_end):
@@ -832,8 +864,9 @@ class DeviceCore(wiring.Component):
                     m.d.comb += pipe.read.eq(1)
                     m.d.sync += idx.eq(0)
                     m.next = "RM_WORD"
+            rm_end = req_read.offset + req_read.count
             with m.State("RM_WORD"):
-                in_range = (idx >= req_read.offset) & (idx < req_read.offset + req_read.count)
+                in_range = (idx >= req_read.offset) & (idx < rm_end)
                 with m.If(idx == n):
                     m.next = "IDLE"
                 with m.Elif(model_out.valid):
@@ -843,8 +876,8 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [asm.eq(model_out.payload), bcnt.eq(0)]
                         m.next = "RM_BYTES"
             with m.State("RM_BYTES"):
-                m.d.comb += [txf.w_stream.valid.eq(1),
-                             txf.w_stream.payload.eq(asm[:8])]
+                m.d.comb += [txf.w_stream.valid.eq(1), tx_byte.data.eq(asm[:8]),
+                             tx_byte.last.eq((bcnt == _MW - 1) & (idx == rm_end))]
                 with m.If(txf.w_stream.ready):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
@@ -852,9 +885,8 @@ class DeviceCore(wiring.Component):
 
         with m.If(power_up):
             m.d.comb += status_bank.clear.eq(1)
-            m.d.sync += [run_active.eq(0), resident_run.eq(0),
-                         decay_left.eq(req_cfg.lr_decay_epochs), mid_epoch.eq(0),
-                         row_pos.eq(0), started.eq(0), rows_pending.eq(0), epochs_left.eq(0)]
+            m.d.sync += [run_active.eq(0), resident_run.eq(0), mid_epoch.eq(0), row_pos.eq(0),
+                         started.eq(0), rows_pending.eq(0), epochs_left.eq(0)]
         return m
 
 

@@ -5,7 +5,7 @@ byte ever reaches a consumer, and a rejected frame leaves no trace beyond a coun
 """
 
 from amaranth import Cat, Module, Mux, Signal
-from amaranth.lib import fifo, memory, stream, wiring
+from amaranth.lib import data, fifo, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
@@ -23,7 +23,7 @@ from ..protocol import (
 )
 from .lanes import BLOCK_RAM
 
-__all__ = ["FrameReceiver", "FrameTransmitter"]
+__all__ = ["FrameReceiver", "FrameByte", "FrameEncoder", "FrameTransmitter"]
 
 
 class _BlockRAMFIFO(fifo.SyncFIFOBuffered):
@@ -258,33 +258,31 @@ class FrameReceiver(wiring.Component):
         return m
 
 
-class FrameTransmitter(wiring.Component):
-    """Response header and payload in, stuffed and delimited frame bytes (with CRC) out.
+#: A byte of a frame for :class:`FrameEncoder`: header or payload, ``last`` on the frame's last.
+FrameByte = data.StructLayout({"data": 8, "last": 1})
+
+
+class FrameEncoder(wiring.Component):
+    """A frame's bytes in, stuffed and delimited frame bytes (with CRC) out.
 
     Members
     -------
-    i_header : In(stream.Signature(Header))
-        One response; accepted when its frame starts.
-    i_payload : In(stream.Signature(8))
-        Exactly ``length`` bytes per header, taken as they are sent.
+    i_stream : In(stream.Signature(FrameByte))
+        The frame's header and payload bytes, its last one marked.
     o_stream : Out(stream.Signature(8))
-        Frame bytes for the line: FEND, stuffed body, FEND.
+        Frame bytes for the line: FEND, stuffed body, CRC, FEND.
     """
 
     def __init__(self):
         super().__init__({
-            "i_header": In(stream.Signature(Header)),
-            "i_payload": In(stream.Signature(8)),
+            "i_stream": In(stream.Signature(FrameByte)),
             "o_stream": Out(stream.Signature(8)),
         })
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.crc = crc = CRC.create()
-
-        header = Signal(Header)
-        index = Signal(range(RESPONSE_HEADER_BYTES))
-        remaining = Signal(16)
+        index = Signal(range(CRC_BYTES))
 
         # The byte to send now, whether it is a delimiter (sent raw), and whether it is there.
         byte = Signal(8)
@@ -311,35 +309,20 @@ class FrameTransmitter(wiring.Component):
 
         with m.FSM():
             with m.State("IDLE"):
-                m.d.comb += self.i_header.ready.eq(1)
-                with m.If(self.i_header.valid):
+                with m.If(self.i_stream.valid):
                     m.d.comb += crc.start.eq(1)
-                    m.d.sync += [header.eq(self.i_header.payload), index.eq(0),
-                                 remaining.eq(self.i_header.payload.length)]
+                    m.d.sync += index.eq(0)
                     m.next = "OPEN"
             with m.State("OPEN"):
                 m.d.comb += [byte.eq(FEND), raw.eq(1), have.eq(1)]
                 with m.If(advance):
-                    m.next = "HEADER"
-            with m.State("HEADER"):
-                m.d.comb += [byte.eq(header.as_value().word_select(index, 8)), have.eq(1),
+                    m.next = "BODY"
+            with m.State("BODY"):
+                m.d.comb += [byte.eq(self.i_stream.payload.data), have.eq(self.i_stream.valid),
+                             self.i_stream.ready.eq(advance),
                              crc.data.eq(byte), crc.valid.eq(advance)]
-                with m.If(advance):
-                    m.d.sync += index.eq(index + 1)
-                    with m.If(index == RESPONSE_HEADER_BYTES - 1):
-                        m.d.sync += index.eq(0)
-                        with m.If(remaining == 0):
-                            m.next = "CRC"
-                        with m.Else():
-                            m.next = "PAYLOAD"
-            with m.State("PAYLOAD"):
-                m.d.comb += [byte.eq(self.i_payload.payload), have.eq(self.i_payload.valid),
-                             self.i_payload.ready.eq(advance),
-                             crc.data.eq(byte), crc.valid.eq(advance)]
-                with m.If(advance):
-                    m.d.sync += remaining.eq(remaining - 1)
-                    with m.If(remaining == 1):
-                        m.next = "CRC"
+                with m.If(advance & self.i_stream.payload.last):
+                    m.next = "CRC"
             with m.State("CRC"):
                 m.d.comb += [byte.eq(crc.crc.word_select(index, 8)), have.eq(1)]
                 with m.If(advance):
@@ -350,4 +333,66 @@ class FrameTransmitter(wiring.Component):
                 m.d.comb += [byte.eq(FEND), raw.eq(1), have.eq(1)]
                 with m.If(advance):
                     m.next = "IDLE"
+        return m
+
+
+class FrameTransmitter(wiring.Component):
+    """Response header and payload in, stuffed and delimited frame bytes (with CRC) out: the
+    header's bytes and the payload's to a :class:`FrameEncoder`.
+
+    Members
+    -------
+    i_header : In(stream.Signature(Header))
+        One response; accepted when its frame starts.
+    i_payload : In(stream.Signature(8))
+        Exactly ``length`` bytes per header, taken as they are sent.
+    o_stream : Out(stream.Signature(8))
+        Frame bytes for the line: FEND, stuffed body, FEND.
+    """
+
+    def __init__(self):
+        super().__init__({
+            "i_header": In(stream.Signature(Header)),
+            "i_payload": In(stream.Signature(8)),
+            "o_stream": Out(stream.Signature(8)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.encoder = encoder = FrameEncoder()
+        wiring.connect(m, encoder.o_stream, wiring.flipped(self.o_stream))
+
+        header = Signal(Header)
+        index = Signal(range(RESPONSE_HEADER_BYTES))
+        remaining = Signal(16)
+        out = encoder.i_stream
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.i_header.ready.eq(1)
+                with m.If(self.i_header.valid):
+                    m.d.sync += [header.eq(self.i_header.payload), index.eq(0),
+                                 remaining.eq(self.i_header.payload.length)]
+                    m.next = "HEADER"
+            with m.State("HEADER"):
+                m.d.comb += [out.valid.eq(1),
+                             out.payload.data.eq(header.as_value().word_select(index, 8)),
+                             out.payload.last.eq((index == RESPONSE_HEADER_BYTES - 1) &
+                                                 (remaining == 0))]
+                with m.If(out.ready):
+                    m.d.sync += index.eq(index + 1)
+                    with m.If(index == RESPONSE_HEADER_BYTES - 1):
+                        with m.If(remaining == 0):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "PAYLOAD"
+            with m.State("PAYLOAD"):
+                m.d.comb += [out.valid.eq(self.i_payload.valid),
+                             out.payload.data.eq(self.i_payload.payload),
+                             out.payload.last.eq(remaining == 1),
+                             self.i_payload.ready.eq(out.ready)]
+                with m.If(out.valid & out.ready):
+                    m.d.sync += remaining.eq(remaining - 1)
+                    with m.If(remaining == 1):
+                        m.next = "IDLE"
         return m

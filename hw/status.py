@@ -17,13 +17,16 @@ from amaranth.utils import ceil_log2
 from ..protocol import StatusReply, struct_bytes
 from .lanes import BLOCK_RAM
 
-__all__ = ["COUNTERS", "StatusBank"]
+__all__ = ["COUNTERS", "CONSTANTS_AT", "StatusBank"]
 
 #: The :class:`~zipml.protocol.StatusReply` fields a :class:`StatusBank` counts, in the order
 #: of its ``inc`` bits.
 COUNTERS = ("rows", "epochs", "saturated_rows", "cycles")
 
 _BYTES = struct_bytes(StatusReply)
+
+#: Where a :class:`StatusBank`'s constant bytes start, after its snapshot.
+CONSTANTS_AT = _BYTES
 _PENDING_BITS = ceil_log2(_BYTES) + 1      # a round's events, at most one per cycle
 
 
@@ -33,7 +36,8 @@ class StatusBank(wiring.Component):
     A snapshot asked for with ``snap`` is taken by the next whole round (at most 2 * 32 + 2
     cycles): each counter as it stands when the round reaches its lowest byte, the other fields
     from ``fields``, which must hold still while ``busy``. The read port then reads it at
-    addresses 0 .. 31 and ``constants`` (reply bytes fixed at build time) from address 32 on.
+    addresses 0 .. 31 and ``constants`` (reply bytes fixed at build time) from
+    :data:`CONSTANTS_AT` (32) on.
 
     Parameters
     ----------
@@ -52,7 +56,7 @@ class StatusBank(wiring.Component):
         Take a snapshot.
     busy : Out(1)
         A snapshot is asked for or under way.
-    rd_addr : In(range(32 + len(constants)))
+    rd_addr : In(range(CONSTANTS_AT + len(constants)))
     rd_en : In(1)
     rd_data : Out(8)
         The byte at ``rd_addr``, a cycle after ``rd_en``.
@@ -60,7 +64,7 @@ class StatusBank(wiring.Component):
 
     def __init__(self, constants=b""):
         self.constants = bytes(constants)
-        self.depth = _BYTES + len(self.constants)
+        self.depth = CONSTANTS_AT + len(self.constants)
         super().__init__({
             "inc": In(len(COUNTERS)),
             "clear": In(1),
@@ -80,7 +84,7 @@ class StatusBank(wiring.Component):
         m.submodules.live = live = memory.Memory(shape=8, depth=_BYTES, init=[],
                                                  attrs=BLOCK_RAM)
         m.submodules.shot = shot = memory.Memory(
-            shape=8, depth=self.depth, init=[0] * _BYTES + list(self.constants),
+            shape=8, depth=self.depth, init=[0] * CONSTANTS_AT + list(self.constants),
             attrs=BLOCK_RAM)
         live_rd, live_wr = live.read_port(), live.write_port()
         shot_rd, shot_wr = shot.read_port(), shot.write_port()
