@@ -74,8 +74,9 @@ def build_parser():
     serve.add_argument("--serial", action="store_true",
                        help="the lane-serial trainer (one field per cycle, every format)")
     serve.add_argument("--spram", action="store_true",
-                       help="resident data in iCE40UP5K SPRAM blocks, as the iCEBreaker build "
-                            "(--memory-words a multiple of 16384)")
+                       help="the iCE40UP5K's hard blocks, as the iCEBreaker build: resident data "
+                            "in SPRAM (--memory-words a multiple of 16384), counters in "
+                            "SB_MAC16s")
     serve.add_argument("--fifos", metavar="DIR",
                        help="serve it on named pipes laid out like the PCIe board's XDMA "
                             "character devices, DIR/xdma0_h2c_0 and DIR/xdma0_c2h_0 "

@@ -128,8 +128,9 @@ class Board:
     memory_words : int
         Resident memory, W-bit words.
     spram : bool
-        Resident memory in the iCE40UP5K's SPRAM (:class:`~zipml.hw.resident.ResidentMemory`)
-        rather than block RAM.
+        Build on the iCE40UP5K's hard blocks: resident memory in its SPRAM
+        (:class:`~zipml.hw.resident.ResidentMemory`) rather than block RAM, and the rows of an
+        epoch counted in SB_MAC16s (:mod:`zipml.hw.dsp`).
     core : str
         The core its committed bitstream carries (:data:`zipml.hw.top.CORES`).
     clk_in : float
@@ -212,17 +213,18 @@ BOARDS = {
     "icebreaker": Board(
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40",
         width=32, n_max=256,
-        # The lane-serial trainer fits the UP5K alone (3.6k of 5.3k LCs), the device around
-        # it does not (7.7k, docs/PIPELINE.md): the bitstream carries the protocol echo core.
-        # Resident data in the four SPRAM blocks: 32,768 words of 32 bits.
+        # The device with the lane-serial trainer: 5,054 of the UP5K's 5,280 LCs
+        # (docs/PIPELINE.md). Resident data in the four SPRAM blocks: 32,768 words of 32 bits.
         lanes=32, dsp=False, mul_stages=1, serial=True, memory_words=32768, spram=True,
-        core="echo",
-        clk_in=12e6, clk_target=30e6,            # 30 MHz / 3 Mbaud = 10 cycles per bit
+        core="device",
+        # 18 MHz / 3 Mbaud = 6 cycles per bit: the device's request checks reach 20.9 MHz
+        # (the 30 MHz target needs them and the gradient scalar split, docs/PIPELINE.md)
+        clk_in=12e6, clk_target=18e6,
         baud=3_000_000, uart_bridge="FT2232H",
         synth_opts="-dsp",                       # iCE40 infers SB_MAC16 only with -dsp
-        # The annealing placer meets 30 MHz with the frame receiver's verdict logic (~33 ns
-        # of carry chains and routing); the default analytic placer reached 27-29 MHz.
-        nextpnr_opts="--placer sa",
+        # the analytic placer (nextpnr's default): the annealing one fails to place a carry
+        # chain at 96% of the part
+        nextpnr_opts="",
         programmer="iceprog",
         install_hint="apt-get install fpga-icestorm (or build IceStorm's iceprog)",
     ),

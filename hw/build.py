@@ -448,8 +448,7 @@ def add_build_arguments(parser):
     parser.add_argument("--core", choices=CORES,
                         help="device: the training device; echo: protocol echo device; "
                              "pipeline: synthesis-only SGD pipeline probe (utilisation and "
-                             "Fmax); default: the board's core (device on ULX3S, echo on "
-                             "iCEBreaker)")
+                             "Fmax); default: the board's core (the device)")
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED, help="nextpnr seed")
     parser.add_argument("--clock", type=float, metavar="MHZ",
                         help="core clock to build for instead of the board's (the results go "

@@ -2,14 +2,19 @@
 
 Data flow::
 
-    rx -> UARTReceiver -> FrameReceiver --header--> dispatcher --header--> FrameTransmitter
-                                        --payload->     |      --payload->      |
-                                                        |                 UARTTransmitter -> tx
+    rx -> UARTReceiver -> FrameReceiver --header--> dispatcher --bytes--> FrameEncoder
+                                        --payload->     |   |                   |
+                                                        |   StatusBank     UARTTransmitter -> tx
                      ResidentMemory <- STORE_DATA words |
                      ResidentMemory -> RUN_EPOCHS words +--> 3-word FIFO --> SGDPipeline
                                  TRAIN_STREAM words ----+      (i_stream; i_model, i_table
                                                                 from the dispatcher; o_model
                                                                 to it through a 2-word FIFO)
+
+The serial build (:class:`~zipml.hw.serial.SerialSGDPipeline`, the iCE40's) has none of the
+short FIFOs: the words go straight into its trainer and the dispatcher takes and gives bytes
+straight from the frame receiver and to the encoder. The others keep a 3-byte FIFO on each
+side of the dispatcher.
 
 :class:`DeviceCore` is everything after the UART (bytes in, bytes out); :class:`Device` adds
 the UART. The dispatcher follows :class:`zipml.sim.protocol_device.ProtocolDevice`, the
@@ -70,6 +75,7 @@ from ..protocol import (
     TrainStreamReply,
     struct_bytes,
 )
+from .dsp import down_counter
 from .framing import FrameByte, FrameEncoder, FrameReceiver
 from .lanes import all_formats, format_constants
 from .resident import ResidentMemory
@@ -150,8 +156,9 @@ class DeviceCore(wiring.Component):
         Train with the lane-serial :class:`~zipml.hw.serial.SerialSGDPipeline` (one field per
         cycle, every format; ``lanes``, ``dsp`` and ``mul_stages`` do not apply).
     spram : bool
-        Keep the resident data in iCE40UP5K SPRAM (:class:`~zipml.hw.resident.ResidentMemory`;
-        ``memory_words`` a multiple of 16,384).
+        Build on the iCE40UP5K's hard blocks: the resident data in its SPRAM
+        (:class:`~zipml.hw.resident.ResidentMemory`; ``memory_words`` a multiple of 16,384),
+        the rows of an epoch counted in SB_MAC16 accumulators (:mod:`zipml.hw.dsp`).
     build_id : int
         Reported by IDENTIFY.
     rx_timeout : float
@@ -223,19 +230,27 @@ class DeviceCore(wiring.Component):
         m.submodules.receiver = rx = FrameReceiver(max_payload=self.max_payload,
                                                    timeout=self.timeout_cycles)
         m.submodules.encoder = encoder = FrameEncoder()
-        # Block RAM data and the encoder's byte-dependent ready stay out of one path.
-        m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=FrameByte.size, depth=3)
-        # ... and the receive buffer's block RAM output and the dispatcher's checks
-        m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=3)
-        wiring.connect(m, rx.o_payload, rxf.w_stream)
-        rx_payload = rxf.r_stream
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
+        wiring.connect(m, encoder.o_stream, wiring.flipped(self.o_stream))
+        if self.serial:
+            # the small build at 30 MHz: the dispatcher takes the receive buffer's bytes
+            # directly, and gives the encoder its bytes through one register (a byte every
+            # other cycle: the encoder's byte-dependent ready then starts at a flip-flop)
+            m.submodules.tx_fifo = txf = fifo.SyncFIFO(width=FrameByte.size, depth=1)
+            rx_payload, tx_bytes = rx.o_payload, txf.w_stream
+        else:
+            # short FIFOs keep each handshake in a cycle of its own: the receive buffer's
+            # block RAM output apart from the dispatcher's checks, and block RAM data apart
+            # from the encoder's byte-dependent ready
+            m.submodules.rx_fifo = rxf = fifo.SyncFIFOBuffered(width=8, depth=3)
+            m.submodules.tx_fifo = txf = fifo.SyncFIFOBuffered(width=FrameByte.size, depth=3)
+            wiring.connect(m, rx.o_payload, rxf.w_stream)
+            rx_payload, tx_bytes = rxf.r_stream, txf.w_stream
         m.d.comb += [encoder.i_stream.valid.eq(txf.r_stream.valid),
                      encoder.i_stream.payload.eq(txf.r_stream.payload),
                      txf.r_stream.ready.eq(encoder.i_stream.ready)]
-        wiring.connect(m, encoder.o_stream, wiring.flipped(self.o_stream))
-        tx_byte = Signal(FrameByte)                # the response's next byte, into txf
-        m.d.comb += txf.w_stream.payload.eq(tx_byte)
+        tx_byte = Signal(FrameByte)                # the response's next byte
+        m.d.comb += tx_bytes.payload.eq(tx_byte)
 
         # --- training datapath --------------------------------------------------------------------
         pipe_rst = Signal()                        # the dispatcher's request (RESET, CONFIGURE)
@@ -248,15 +263,22 @@ class DeviceCore(wiring.Component):
         m.d.sync += [rst.eq(pipe_rst) for rst in datapath_rst.values()]
         pipe = make_trainer(W, self.n_max, max_table_bits=MAX_BITS if self.tables else 1,
                             serial=self.serial, lanes=self.lanes, dsp=self.dsp,
-                            mul_stages=self.mul_stages, one_epoch=True)
+                            mul_stages=self.mul_stages, one_epoch=True,
+                            mac_counters=self.spram)
         mem = ResidentMemory(W, self.memory_words, spram=self.spram)
         m.submodules.pipeline = ResetInserter(datapath_rst["pipeline"])(pipe)
         m.submodules.resident = ResetInserter(datapath_rst["resident"])(mem)
         # the pipeline takes its words from a short FIFO: its valid and the source's ready are
         # registers, so the dispatcher's logic and the pipeline's accept logic stay separate
-        # paths (three words: one per cycle through it)
-        words = fifo.SyncFIFOBuffered(width=W, depth=3)
-        m.submodules.words = ResetInserter(datapath_rst["fifos"])(words)
+        # paths (three words: one per cycle through it); the serial trainer's ready is a
+        # function of a few of its registers, and it takes the words as they come
+        if self.serial:
+            words_in = pipe.i_stream
+        else:
+            words = fifo.SyncFIFOBuffered(width=W, depth=3)
+            m.submodules.words = ResetInserter(datapath_rst["fifos"])(words)
+            wiring.connect(m, words.r_stream, pipe.i_stream)
+            words_in = words.w_stream
         # ... and gives its model words to a short FIFO: the dispatcher's ready is then not a
         # path into the pipeline's read-back (the model banks' read enables across the lanes)
         # (the serial trainer's read-back is one block RAM port: it needs none)
@@ -299,7 +321,10 @@ class DeviceCore(wiring.Component):
         decay_left = Signal(16)                    # epochs to the next decay step
 
         mid_epoch = Signal()                       # a streamed epoch has words in
-        rows_to_go = Signal(32)                    # rows of it from the current one on
+        rows_to_go_load, rows_to_go_dec = Signal(), Signal()
+        rows_to_go = down_counter(m, "rows_to_go", load=rows_to_go_load,   # rows of it from
+                                  value=creq.rows_per_epoch, dec=rows_to_go_dec,   # the current
+                                  hard=self.spram)                                 # one on
         row_pos = Signal(r_bits)
         started = Signal()                         # the current streamed epoch has its run
 
@@ -355,13 +380,12 @@ class DeviceCore(wiring.Component):
         ts_valid = Signal()
         ts_word = Signal(W)
         m.d.comb += [
-            words.w_stream.valid.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
-            words.w_stream.payload.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
-            mem.o_stream.ready.eq(resident_run & words.w_stream.ready),
+            words_in.valid.eq(Mux(resident_run, mem.o_stream.valid, ts_valid)),
+            words_in.payload.eq(Mux(resident_run, mem.o_stream.payload, ts_word)),
+            mem.o_stream.ready.eq(resident_run & words_in.ready),
             mem.length.eq(stored_words),
         ]
-        wiring.connect(m, words.r_stream, pipe.i_stream)
-        ts_fire = ts_valid & ~resident_run & words.w_stream.ready
+        ts_fire = ts_valid & ~resident_run & words_in.ready
         # TRAIN_STREAM's position tests, registered: their inputs change only when a word is
         # pushed or a run starts (which clears ts_new_epoch itself), and a push follows at least
         # W/8 cycles of taking bytes
@@ -671,8 +695,8 @@ class DeviceCore(wiring.Component):
             with m.State("CFG_FMT"):
                 # per_word and per_last take creq in; the counters that start from it load it
                 # (from creq, as when they restart: one source each)
-                m.d.sync += [rows_to_go.eq(creq.rows_per_epoch),
-                             decay_left.eq(creq.lr_decay_epochs)]
+                m.d.comb += rows_to_go_load.eq(1)
+                m.d.sync += [decay_left.eq(creq.lr_decay_epochs)]
                 m.next = "CFG_R"
             with m.State("CFG_R"):
                 with m.If(cfg_rem <= per_last):
@@ -791,8 +815,9 @@ class DeviceCore(wiring.Component):
                     with m.If(ts_fire):
                         with m.If(ts_row_end):
                             m.d.comb += row_pushed.eq(1)
-                            m.d.sync += [row_pos.eq(0), rows_to_go.eq(
-                                Mux(ts_epoch_end, creq.rows_per_epoch, rows_to_go - 1))]
+                            m.d.sync += row_pos.eq(0)
+                            m.d.comb += [rows_to_go_load.eq(ts_epoch_end),
+                                         rows_to_go_dec.eq(~ts_epoch_end)]
                         with m.Else():
                             m.d.sync += row_pos.eq(row_pos + 1)
                         m.d.sync += mid_epoch.eq(~ts_epoch_end)
@@ -831,12 +856,12 @@ class DeviceCore(wiring.Component):
                              header.length.eq(Mux(verdict, 0, reply_length))]
                 header_end = hdr_byte == RESPONSE_HEADER_BYTES - 1
                 no_payload = verdict | (reply_length == 0)
-                m.d.comb += [txf.w_stream.valid.eq(1),
+                m.d.comb += [tx_bytes.valid.eq(1),
                              tx_byte.data.eq(header.as_value().word_select(hdr_byte, 8)),
                              tx_byte.last.eq(header_end & no_payload)]
-                with m.If(txf.w_stream.ready):
+                with m.If(tx_bytes.ready):
                     m.d.sync += hdr_byte.eq(hdr_byte + 1)
-                with m.If(txf.w_stream.ready & header_end):
+                with m.If(tx_bytes.ready & header_end):
                     m.d.sync += idx.eq(0)
                     with m.If(no_payload):
                         m.next = "IDLE"
@@ -849,10 +874,10 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [idx.eq(win_first), lvalid.eq(0)]
                     m.next = "RESP_WINDOW"
             with m.State("RESP_WINDOW"):
-                fetch = ~lvalid | txf.w_stream.ready
+                fetch = ~lvalid | tx_bytes.ready
                 m.d.comb += [status_bank.rd_addr.eq(idx), status_bank.rd_en.eq(fetch),
-                             txf.w_stream.valid.eq(lvalid), tx_byte.data.eq(status_bank.rd_data),
-                             tx_byte.last.eq(idx == win_end)]      # (idx - 1 is in txf)
+                             tx_bytes.valid.eq(lvalid), tx_byte.data.eq(status_bank.rd_data),
+                             tx_byte.last.eq(idx == win_end)]      # (offering idx - 1)
                 with m.If(fetch):
                     m.d.sync += lvalid.eq(idx != win_end)
                     with m.If(idx != win_end):
@@ -876,9 +901,9 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [asm.eq(model_out.payload), bcnt.eq(0)]
                         m.next = "RM_BYTES"
             with m.State("RM_BYTES"):
-                m.d.comb += [txf.w_stream.valid.eq(1), tx_byte.data.eq(asm[:8]),
+                m.d.comb += [tx_bytes.valid.eq(1), tx_byte.data.eq(asm[:8]),
                              tx_byte.last.eq((bcnt == _MW - 1) & (idx == rm_end))]
-                with m.If(txf.w_stream.ready):
+                with m.If(tx_bytes.ready):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
                         m.next = "RM_WORD"

@@ -1,7 +1,9 @@
-"""Gateware for the frame format of :mod:`zipml.protocol`: a receiver and a transmitter.
+"""Gateware for the frame format of :mod:`zipml.protocol`: a receiver, an encoder and a
+transmitter.
 
 The receiver buffers payloads and releases a frame only after its CRC checked, so no unverified
-byte ever reaches a consumer, and a rejected frame leaves no trace beyond a counter.
+byte ever reaches a consumer, and a rejected frame leaves no trace beyond a counter. The encoder
+frames a stream of bytes (the last one marked); the transmitter feeds it a header and payload.
 """
 
 from amaranth import Cat, Module, Mux, Signal
@@ -343,7 +345,7 @@ class FrameTransmitter(wiring.Component):
     Members
     -------
     i_header : In(stream.Signature(Header))
-        One response; accepted when its frame starts.
+        One response; accepted once the previous one's bytes are in the encoder.
     i_payload : In(stream.Signature(8))
         Exactly ``length`` bytes per header, taken as they are sent.
     o_stream : Out(stream.Signature(8))

@@ -39,6 +39,7 @@ from ..contract import (
     lanes_in_word,
     row_words,
 )
+from .dsp import down_counter
 from .lanes import (
     VALUE_FRAC,
     VALUE_SHAPE,
@@ -74,13 +75,16 @@ class SerialSGDPipeline(wiring.Component):
         Every run is one epoch at ``config.lr``, and ``epochs`` stays 0: ``config.epochs``,
         ``lr_decay_epochs`` and ``snapshots`` are not read (for a device that counts epochs
         and decays the rate itself).
+    mac_counters : bool
+        Count an epoch's rows in an iCE40 SB_MAC16 (:func:`zipml.hw.dsp.down_counter`).
     """
 
-    def __init__(self, width=32, n_max=256, *, max_table_bits=MAX_BITS, one_epoch=False):
+    def __init__(self, width=32, n_max=256, *, max_table_bits=MAX_BITS, one_epoch=False,
+                 mac_counters=False):
         if width % 32 or width < 32:
             raise ValueError(f"width must be a multiple of 32, not {width}")
         self.width, self.n_max, self.max_table_bits = width, n_max, max_table_bits
-        self.one_epoch = one_epoch
+        self.one_epoch, self.mac_counters = one_epoch, mac_counters
         self.formats = all_formats(width)
         self.lanes = width
         self.raw_lanes = width // 32
@@ -170,7 +174,11 @@ class SerialSGDPipeline(wiring.Component):
         else:
             lr_e = Signal(LR_BITS)
             m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
-        rows_to_go = Signal(32)             # rows of the epoch from this one on
+        epoch_restart = Signal()            # (below)
+        row_done = Signal()                 # F4 writes the row's last field
+        rows_to_go = down_counter(m, "rows_to_go", load=epoch_restart,   # rows of the epoch
+                                  value=cfg.rows_per_epoch, dec=row_done,  # from this one on
+                                  hard=self.mac_counters)
         batch_to_go = Signal(16)            # ... of the mini-batch
         kpar = Signal()
         first_batch = Signal()
@@ -186,7 +194,6 @@ class SerialSGDPipeline(wiring.Component):
         row_taken = Signal()                # every word of the row is in for this phase
         c = Signal(signed(32))              # the row's c, held by the gradient scalar
         row_flag = Signal()                 # ... g or c saturated
-        row_done = Signal()                 # F4 writes the row's last field
 
         # the row buffer as a stream of the row's words (its read port's register is the stage)
         buf_valid = Signal()
@@ -332,8 +339,7 @@ class SerialSGDPipeline(wiring.Component):
                          row_taken.eq(0), buf_ptr.eq(0), buf_valid.eq(0)]
         with m.If(row_done):
             m.d.sync += [updating.eq(0), row_taken.eq(0), fi.eq(0),
-                         self.rows.eq(self.rows + 1),
-                         rows_to_go.eq(rows_to_go - 1)]
+                         self.rows.eq(self.rows + 1)]
             with m.If(last_of_batch):
                 m.d.sync += [batch_to_go.eq(cfg.batch), kpar.eq(~kpar), first_batch.eq(0)]
             with m.Else():
@@ -384,7 +390,6 @@ class SerialSGDPipeline(wiring.Component):
         # an epoch starts (a run's first, or the next): one condition for every register it
         # sets (two would put two selects in front of each); the row sum is 0 already, cleared
         # after the last row's dot product
-        epoch_restart = Signal()
 
         with m.FSM():
             with m.State("IDLE"):
@@ -433,7 +438,7 @@ class SerialSGDPipeline(wiring.Component):
                     with m.Else():
                         m.next = "RUN"
         with m.If(epoch_restart):
-            m.d.sync += [rows_to_go.eq(cfg.rows_per_epoch), batch_to_go.eq(cfg.batch),
+            m.d.sync += [batch_to_go.eq(cfg.batch),
                          kpar.eq(0), first_batch.eq(1), wi.eq(0), rem.eq(n), fi.eq(0),
                          updating.eq(0), row_taken.eq(0), row_sat.eq(0)]
         return m
@@ -442,11 +447,12 @@ class SerialSGDPipeline(wiring.Component):
 
 
 def make_trainer(width, n_max, *, max_table_bits=MAX_BITS, serial=False, lanes=None, dsp=False,
-                 mul_stages=1, one_epoch=False):
-    """The trainer of a build: :class:`SerialSGDPipeline` with ``serial`` (and ``one_epoch``),
-    else :class:`~zipml.hw.pipeline.SGDPipeline` with ``lanes``, ``dsp`` and ``mul_stages``."""
+                 mul_stages=1, one_epoch=False, mac_counters=False):
+    """The trainer of a build: :class:`SerialSGDPipeline` with ``serial`` (and ``one_epoch``,
+    ``mac_counters``), else :class:`~zipml.hw.pipeline.SGDPipeline` with ``lanes``, ``dsp`` and
+    ``mul_stages``."""
     if serial:
         return SerialSGDPipeline(width, n_max, max_table_bits=max_table_bits,
-                                 one_epoch=one_epoch)
+                                 one_epoch=one_epoch, mac_counters=mac_counters)
     return SGDPipeline(width, n_max, max_table_bits=max_table_bits, lanes=lanes, dsp=dsp,
                        mul_stages=mul_stages)

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 __all__ = ["ROOT", "sim_env", "simulator_available", "build_dir_for", "primitive_model",
-           "build_and_test"]
+           "up5k_models", "build_and_test"]
 
 #: The checkout's root folder.
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,6 +75,12 @@ def primitive_model(family, name, out_dir):
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(match.group(0) + "\n")
     return path
+
+
+def up5k_models(out_dir):
+    """The models of the iCE40UP5K blocks a device built with ``spram`` instantiates (SPRAM for
+    the resident data, SB_MAC16 for its down-counters), written to ``out_dir``."""
+    return [primitive_model("ice40", name, out_dir) for name in ("SB_SPRAM256KA", "SB_MAC16")]
 
 
 def build_and_test(top, test_module, build_dir, *, sim="verilator", name="top", env=None,

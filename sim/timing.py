@@ -19,9 +19,9 @@ The schedule, per row of R words:
 from zipml import contract
 
 __all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
-           "UPDATE_WRITE", "EPOCH_GAP", "SERIAL_ROW_CYCLES", "RESIDENT_START", "tree_stages",
-           "dot_latency", "update_write", "run_cycles", "efficiency", "serial_slots",
-           "serial_run_cycles"]
+           "UPDATE_WRITE", "EPOCH_GAP", "SERIAL_ROW_CYCLES", "RESIDENT_START",
+           "SERIAL_RESIDENT_START", "tree_stages", "dot_latency", "update_write", "run_cycles",
+           "efficiency", "serial_slots", "serial_run_cycles"]
 
 #: Default extra register stages inside the lane products (SGDPipeline's ``mul_stages``): one
 #: splits the shift-and-add sums and registers the RAW hard-multiplier outputs.
@@ -103,9 +103,11 @@ SERIAL_ROW_CYCLES = 3 + SCALAR_STAGES + 2 + 4 + 1
 
 
 #: Cycles a device's resident epoch adds to its pipeline run (the pipeline's busy cycles, the
-#: device's READ_STATUS ``cycles``): the resident memory's first word reaches the pipeline
-#: through the memory's read and the device's word FIFO (``zipml.hw.device``).
+#: device's READ_STATUS ``cycles``): the resident memory's first word reaches the W-lane
+#: pipeline through the memory's read and the device's word FIFO (``zipml.hw.device``), the
+#: serial trainer straight from the memory's read.
 RESIDENT_START = 3
+SERIAL_RESIDENT_START = 1
 
 
 def serial_slots(width, fmt, n_features):

@@ -40,7 +40,7 @@ from amaranth import Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from zipml.sim.runner import ROOT, primitive_model, sim_env, verilator_makeflags
+from zipml.sim.runner import ROOT, sim_env, up5k_models, verilator_makeflags
 
 __all__ = ["DEFAULTS", "CHUNK", "ChunkedCore", "make_core", "device_parameters", "build", "serve",
            "start_virtual_board", "stop", "main", "put_chunks", "take_chunks"]
@@ -188,8 +188,8 @@ def _build(build_dir, params):
     sim_env()
     os.environ["MAKEFLAGS"] = verilator_makeflags("-O2")
     runner = get_runner("verilator")
-    # the iCE40UP5K's SPRAM blocks, from the toolchain's model of them
-    models = [primitive_model("ice40", "SB_SPRAM256KA", build_dir)] if params.get("spram") else []
+    # the iCE40UP5K's SPRAM and multiplier blocks, from the toolchain's models of them
+    models = up5k_models(build_dir) if params.get("spram") else []
     runner.build(sources=[source, *models], hdl_toplevel="top", build_dir=build_dir,
                  build_args=["-Wno-fatal"], always=True, timescale=("1ns", "1ps"))
 

@@ -9,7 +9,7 @@ Run with ``WAVES=1`` to keep waveforms in ``build/<test id>``.
 import pytest
 
 from zipml.hw.device import Device
-from zipml.sim.runner import build_and_test, build_dir_for, primitive_model
+from zipml.sim.runner import build_and_test, build_dir_for, up5k_models
 
 CLK_FREQ = 12_000_000
 BAUD = 3_000_000
@@ -31,7 +31,7 @@ def test_device(request, width, n_max, memory_words, max_payload, lanes, dsp, se
                  max_payload=max_payload, batch_max=8, build_id=0x1234, rx_timeout=TIMEOUT_S,
                  lanes=lanes, dsp=dsp, serial=serial, spram=spram)
     build_dir = build_dir_for(request)
-    sources = [primitive_model("ice40", "SB_SPRAM256KA", build_dir)] if spram else []
+    sources = up5k_models(build_dir) if spram else []
     build_and_test(top, "device_tb", build_dir, testcase=tests, sources=sources, env={
         "CLK_FREQ": CLK_FREQ, "BAUD": BAUD, "WIDTH": width, "N_MAX": n_max,
         "MEMORY_WORDS": memory_words, "MAX_PAYLOAD": max_payload, "BATCH_MAX": 8,
