@@ -37,9 +37,11 @@ def fmt_name(fmt):
     return f"{fmt.encoding.name.lower()} b={fmt.bits}"
 
 
-def epoch_cycles(width, fmt, n, rows, batch=16, delay=1, lanes=None):
-    """Cycles of one epoch on the pipeline (exact)."""
+def epoch_cycles(width, fmt, n, rows, batch=16, delay=1, lanes=None, serial=False):
+    """Cycles of one epoch on the pipeline, or with ``serial`` on the lane-serial one (exact)."""
     cfg = TrainConfig(n_features=n, rows_per_epoch=rows, fmt=fmt, batch=batch, delay=delay)
+    if serial:
+        return timing.serial_run_cycles(width, cfg, 1)
     return timing.run_cycles(width, cfg, 1, lanes=lanes)
 
 
@@ -107,11 +109,13 @@ def board_figures(bitstreams=REPO / "bitstreams", n=100, rows=20_000):
         if report.get("core") != "device":
             out.setdefault("other_cores", {})[report["board"]] = report.get("core")
             continue
-        width, lanes = params["width"], params.get("lanes", params["width"])
+        width, serial = params["width"], params.get("serial", False)
+        lanes = width if serial else params.get("lanes", width)
         t = report["timing"]
         clock = params["clk_hz"] if t["pass"] else min(params["clk_hz"],
                                                         t["core_fmax_mhz"] * 1e6)
-        entry = {"core": "device", "width": width, "lanes": lanes, "clock_hz": clock,
+        entry = {"core": "device", "width": width, "lanes": lanes, "serial": serial,
+                 "clock_hz": clock,
                  "baud": params["baud"], "fmax_mhz": t["core_fmax_mhz"],
                  "timing_met": t["pass"], "formats": {}}
         for fmt in (Format(Encoding.RAW), Format(Encoding.PAIR, 4), Format(Encoding.COMPACT, 4),
@@ -119,7 +123,7 @@ def board_figures(bitstreams=REPO / "bitstreams", n=100, rows=20_000):
                     Format(Encoding.SINGLE, 4)):
             if not format_fits(width, fmt, lanes):
                 continue
-            cycles = epoch_cycles(width, fmt, n, rows, lanes=lanes)
+            cycles = epoch_cycles(width, fmt, n, rows, lanes=lanes, serial=serial)
             link = link_epoch_seconds(width, fmt, n, min(rows, 2000), params["baud"], clock)
             scale = rows / min(rows, 2000)
             entry["formats"][fmt_name(fmt)] = {
@@ -325,7 +329,9 @@ def performance_md(perf, meta):
     boards = {k: v for k, v in perf["boards"].items() if k != "other_cores"}
     for name, b in boards.items():
         for fmt, f in b["formats"].items():
-            out.append(f"| {name} | {b['core']}, {b.get('lanes', b['width'])} lanes | "
+            trainer = ("lane-serial" if b.get("serial") else
+                       f"{b.get('lanes', b['width'])} lanes")
+            out.append(f"| {name} | {b['core']}, {trainer} | "
                        f"{b['width']} | {_si(b['clock_hz'], 'Hz')} | "
                        f"{fmt} | {_si(f['features_per_s'])} | {f['vs_sklearn']:.1f}x | "
                        f"{f['vs_numpy_f32']:.1f}x | {f['uart_epoch_s']:.3g} s / "
