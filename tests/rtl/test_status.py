@@ -45,6 +45,13 @@ async def read(ctx, dut, first, count):
     return bytes(out)
 
 
+def set_events(ctx, dut, rng, rate):
+    """Each counter's event this cycle with probability ``rate``; returns them."""
+    inc = [bool(rng.random() < rate) for _ in COUNTERS]
+    ctx.set(dut.inc, sum(b << i for i, b in enumerate(inc)))
+    return inc
+
+
 def set_fields(ctx, dut, fields):
     for name, value in fields.items():
         ctx.set(getattr(dut.fields, name), value.value if hasattr(value, "value") else value)
@@ -64,8 +71,7 @@ def test_snapshots_follow_the_counts(seed):
             # a stretch of events (none, sparse, or every counter every cycle), maybe a clear
             rate = rng.choice([0.0, 0.2, 1.0])
             for _ in range(int(rng.integers(0, 200))):
-                inc = [bool(rng.random() < rate) for _ in COUNTERS]
-                ctx.set(dut.inc, sum(b << i for i, b in enumerate(inc)))
+                inc = set_events(ctx, dut, rng, rate)
                 clear = rng.random() < 0.01
                 ctx.set(dut.clear, clear)
                 await ctx.tick()
@@ -74,7 +80,7 @@ def test_snapshots_follow_the_counts(seed):
             ctx.set(dut.clear, 0)
             # a snapshot, with events going on while it is taken or not
             busy_rate = rng.choice([0.0, rate])
-            fields = {name: int(rng.integers(0, 1 << (8 if width == 8 else 32)))
+            fields = {name: int(rng.integers(0, 1 << width))
                       for name, width in (("last_error_cmd", 8), ("flags", 8),
                                           ("stored_words", 32), ("epochs_left", 32))}
             fields.update(state=rng.choice(list(DeviceState)), last_error=rng.choice(list(Status)))
@@ -83,8 +89,7 @@ def test_snapshots_follow_the_counts(seed):
             before = dict(counts)
             cycles = 0
             while True:
-                inc = [bool(rng.random() < busy_rate) for _ in COUNTERS]
-                ctx.set(dut.inc, sum(b << i for i, b in enumerate(inc)))
+                inc = set_events(ctx, dut, rng, busy_rate)
                 await ctx.tick()
                 ctx.set(dut.snap, 0)
                 for name, b in zip(COUNTERS, inc):
