@@ -348,6 +348,7 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
         added.
     """
     from .boards import get_board
+    from .ram import NO_INIT
     from .top import BoardTop, make_core
 
     board = get_board(board) if isinstance(board, str) else board
@@ -370,7 +371,7 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
     # --timing-allow-fail: a missed target is reported (report.json), not a failed build.
     extra = board.nextpnr_opts if nextpnr_opts is None else nextpnr_opts
     overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail {extra}".strip(),
-                 "script_after_read": KEEP_REPLICAS}
+                 "script_after_read": f"{KEEP_REPLICAS}\n{NO_INIT}"}
     if board.synth_opts:
         overrides["synth_opts"] = board.synth_opts
     plan = plat.prepare(top, name, **overrides)

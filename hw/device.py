@@ -12,9 +12,9 @@ Data flow::
                                                                 to it through a 2-word FIFO)
 
 The serial build (:class:`~zipml.hw.serial.SerialSGDPipeline`, the iCE40's) has none of the
-short FIFOs: the words go straight into its trainer and the dispatcher takes and gives bytes
-straight from the frame receiver and to the encoder. The others keep a 3-byte FIFO on each
-side of the dispatcher.
+short FIFOs: the words go straight into its trainer, the dispatcher takes its bytes straight
+from the frame receiver and gives the encoder its bytes through one register. The others keep a
+3-byte FIFO on each side of the dispatcher.
 
 :class:`DeviceCore` is everything after the UART (bytes in, bytes out); :class:`Device` adds
 the UART. The dispatcher follows :class:`zipml.sim.protocol_device.ProtocolDevice`, the
@@ -78,6 +78,7 @@ from ..protocol import (
 from .dsp import down_counter
 from .framing import FrameByte, FrameEncoder, FrameReceiver
 from .lanes import all_formats, format_constants
+from .ram import unchecked_read_port
 from .resident import ResidentMemory
 from .scalar import decay_epoch
 from .serial import make_trainer
@@ -218,10 +219,6 @@ class DeviceCore(wiring.Component):
                     losses=self.losses, max_bits=self.max_bits, lanes=self.lanes,
                     clock_hz=int(self.clk_freq), baud=self.baud, build_id=self.build_id)
 
-    def identify_reply(self):
-        """IDENTIFY's reply (bytes)."""
-        return protocol.identify_reply(**self.capabilities)
-
     def elaborate(self, platform):
         m = Module()
         W, wb = self.width, self.width // 8
@@ -233,7 +230,7 @@ class DeviceCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i_stream), rx.i_stream)
         wiring.connect(m, encoder.o_stream, wiring.flipped(self.o_stream))
         if self.serial:
-            # the small build at 30 MHz: the dispatcher takes the receive buffer's bytes
+            # the small build: the dispatcher takes the receive buffer's bytes
             # directly, and gives the encoder its bytes through one register (a byte every
             # other cycle: the encoder's byte-dependent ready then starts at a flip-flop)
             m.submodules.tx_fifo = txf = fifo.SyncFIFO(width=FrameByte.size, depth=1)
@@ -290,12 +287,13 @@ class DeviceCore(wiring.Component):
             wiring.connect(m, pipe.o_model, model_words.w_stream)
             model_out = model_words.r_stream
         m.submodules.staging = staging = memory.Memory(shape=32, depth=self.n_max, init=[])
+        # (both are read only in states that do not write them: LM_LOAD, LL_COPY)
         st_wr = staging.write_port()
-        st_rd = staging.read_port()
+        st_rd = unchecked_read_port(m, staging, st_wr, platform, "st_rd")
         m.submodules.table_buf = table_buf = memory.Memory(
             shape=contract.TABLE_BITS, depth=1 << MAX_BITS, init=[])
         tb_wr = table_buf.write_port()
-        tb_rd = table_buf.read_port()
+        tb_rd = unchecked_read_port(m, table_buf, tb_wr, platform, "tb_rd")
 
         # --- device state -------------------------------------------------------------------------
         configured = Signal()
@@ -331,7 +329,8 @@ class DeviceCore(wiring.Component):
         # the counters since CONFIGURE, from the pipeline's strobes (its own counters restart
         # every run; a pipeline being reset has none), kept with READ_STATUS's snapshots and
         # IDENTIFY's reply in block RAM
-        m.submodules.status = status_bank = StatusBank(constants=self.identify_reply())
+        m.submodules.status = status_bank = StatusBank(
+            constants=protocol.identify_reply(**self.capabilities))
         ev = Signal.like(pipe.events)
         m.d.comb += ev.eq(Mux(datapath_rst["pipeline"], 0, pipe.events))
         events = {"rows": ev.row, "epochs": ev.epoch, "saturated_rows": ev.saturated,
@@ -532,6 +531,27 @@ class DeviceCore(wiring.Component):
                    (c.batch == 0) | (c.batch > self.batch_max) | (c.delay > 1) |
                    ((c.levels == LevelMode.TABLE) & (c.bits < 2) &
                     (c.encoding != Encoding.RAW)))
+        # the checks' arithmetic (sums and compares of the prefix against the device state)
+        # settles into registers in HEAD's last cycle (the prefix is whole then), a cycle
+        # before VERIFY puts the checks in order
+        def settled(condition):
+            flag = Signal()
+            m.d.sync += flag.eq(condition)
+            return flag
+
+        lm_bytes, sd_bytes = struct_bytes(ModelOffset), struct_bytes(StoreDataHeader)
+        too_many = settled(c.n_features > self.n_max)
+        cfg_refused = settled(cfg_bad)
+        lm_length_bad = settled((length < lm_bytes) | (length - lm_bytes)[:2].any())
+        lm_beyond = settled(req_off.offset + lm_count > n)
+        rm_too_large = settled(req_read.count * _MW > self.max_payload)
+        rm_beyond = settled(req_read.offset + req_read.count > n)
+        sd_length_bad = settled((length < sd_bytes) |
+                                (length - sd_bytes)[:ceil_log2(wb)].any())
+        sd_refused = settled(sd_beyond)
+        sd_too_large = settled(sd_end > self.memory_words)
+        no_epochs = settled(req_run.epochs == 0)
+        not_an_epoch = settled(epoch_big | (stored_words != epoch_words))
         with m.If(~known):
             m.d.comb += status.eq(Status.UNKNOWN_CMD)
         with m.Elif(~allowed):
@@ -544,22 +564,21 @@ class DeviceCore(wiring.Component):
                 with m.Case(Cmd.CONFIGURE.value):
                     with m.If(length != struct_bytes(ConfigureRequest)):
                         m.d.comb += status.eq(Status.BAD_LENGTH)
-                    with m.Elif(c.n_features > self.n_max):
+                    with m.Elif(too_many):
                         m.d.comb += status.eq(Status.TOO_LARGE)
-                    with m.Elif(cfg_bad):
+                    with m.Elif(cfg_refused):
                         m.d.comb += status.eq(Status.BAD_CONFIG)
                 with m.Case(Cmd.LOAD_MODEL.value):
-                    head_bytes = struct_bytes(ModelOffset)
-                    with m.If((length < head_bytes) | (length - head_bytes)[:2].any()):
+                    with m.If(lm_length_bad):
                         m.d.comb += status.eq(Status.BAD_LENGTH)
-                    with m.Elif(req_off.offset + lm_count > n):
+                    with m.Elif(lm_beyond):
                         m.d.comb += status.eq(Status.BAD_ARGUMENT)
                 with m.Case(Cmd.READ_MODEL.value):
                     with m.If(length != struct_bytes(ReadModelRequest)):
                         m.d.comb += status.eq(Status.BAD_LENGTH)
-                    with m.Elif(req_read.count * _MW > self.max_payload):
+                    with m.Elif(rm_too_large):
                         m.d.comb += status.eq(Status.TOO_LARGE)
-                    with m.Elif(req_read.offset + req_read.count > n):
+                    with m.Elif(rm_beyond):
                         m.d.comb += status.eq(Status.BAD_ARGUMENT)
                 with m.Case(Cmd.LOAD_LEVELS.value):
                     if not self.tables:
@@ -577,22 +596,20 @@ class DeviceCore(wiring.Component):
                     with m.Elif(~table_ok):
                         m.d.comb += status.eq(Status.BAD_STATE)
                 with m.Case(Cmd.STORE_DATA.value):
-                    head_bytes = struct_bytes(StoreDataHeader)
-                    with m.If((length < head_bytes) |
-                              (length - head_bytes)[:ceil_log2(wb)].any()):
+                    with m.If(sd_length_bad):
                         m.d.comb += status.eq(Status.BAD_LENGTH)
-                    with m.Elif(sd_beyond):
+                    with m.Elif(sd_refused):
                         m.d.comb += status.eq(Status.BAD_ARGUMENT)
-                    with m.Elif(sd_end > self.memory_words):
+                    with m.Elif(sd_too_large):
                         m.d.comb += status.eq(Status.TOO_LARGE)
                 with m.Case(Cmd.RUN_EPOCHS.value):
                     with m.If(length != struct_bytes(RunEpochsRequest)):
                         m.d.comb += status.eq(Status.BAD_LENGTH)
-                    with m.Elif(req_run.epochs == 0):
+                    with m.Elif(no_epochs):
                         m.d.comb += status.eq(Status.BAD_ARGUMENT)
                     with m.Elif(~table_ok):
                         m.d.comb += status.eq(Status.BAD_STATE)
-                    with m.Elif(epoch_big | (stored_words != epoch_words)):
+                    with m.Elif(not_an_epoch):
                         m.d.comb += status.eq(Status.BAD_STATE)
 
         # the checks bound CONFIGURE's small fields: the configuration keeps the bits they
@@ -611,7 +628,14 @@ class DeviceCore(wiring.Component):
         with m.If(power_up):
             m.d.comb += pipe_rst.eq(1)
 
-        with m.FSM(name="dispatch"):
+        # a response byte's `last`: a sum of products over the states that send, each state's
+        # test computed outside the state machine (inside, they chain one select per state)
+        header_end = hdr_byte == RESPONSE_HEADER_BYTES - 1
+        no_payload = verdict | (reply_length == 0)
+        rm_end = Signal.like(idx)
+        m.d.sync += rm_end.eq(req_read.offset + req_read.count)
+
+        with m.FSM(name="dispatch") as dispatch:
             with m.State("IDLE"):
                 m.d.comb += rx.o_header.ready.eq(1)
                 m.d.sync += hdr_byte.eq(0)
@@ -788,14 +812,17 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [idx_end.eq(idx), idx.eq(0), cp_valid.eq(0)]
                     m.next = "LL_COPY"
             with m.State("LL_COPY"):
-                m.d.comb += [tb_rd.addr.eq(idx), pipe.i_table.valid.eq(cp_valid),
+                fetch = ~cp_valid | pipe.i_table.ready
+                m.d.comb += [tb_rd.addr.eq(idx), tb_rd.en.eq(fetch),
+                             pipe.i_table.valid.eq(cp_valid),
                              pipe.i_table.payload.index.eq(cp_index),
                              pipe.i_table.payload.value.eq(tb_rd.data)]
-                m.d.sync += [cp_valid.eq(idx != idx_end), cp_index.eq(idx)]
-                with m.If(idx != idx_end):
-                    m.d.sync += idx.eq(idx + 1)
-                with m.Elif(~cp_valid):
-                    respond(Status.OK)
+                with m.If(fetch):
+                    m.d.sync += [cp_valid.eq(idx != idx_end), cp_index.eq(idx)]
+                    with m.If(idx != idx_end):
+                        m.d.sync += idx.eq(idx + 1)
+                    with m.Elif(~cp_valid):
+                        respond(Status.OK)
 
             # --- TRAIN_STREAM: words into the pipeline, a run per epoch ---------------------------
             with m.State("TS_BYTE"):
@@ -854,11 +881,8 @@ class DeviceCore(wiring.Component):
                 m.d.comb += [header.eq(hdr), header.status.eq(Mux(verdict, hdr.status,
                                                                       cache.status)),
                              header.length.eq(Mux(verdict, 0, reply_length))]
-                header_end = hdr_byte == RESPONSE_HEADER_BYTES - 1
-                no_payload = verdict | (reply_length == 0)
                 m.d.comb += [tx_bytes.valid.eq(1),
-                             tx_byte.data.eq(header.as_value().word_select(hdr_byte, 8)),
-                             tx_byte.last.eq(header_end & no_payload)]
+                             tx_byte.data.eq(header.as_value().word_select(hdr_byte, 8))]
                 with m.If(tx_bytes.ready):
                     m.d.sync += hdr_byte.eq(hdr_byte + 1)
                 with m.If(tx_bytes.ready & header_end):
@@ -876,8 +900,7 @@ class DeviceCore(wiring.Component):
             with m.State("RESP_WINDOW"):
                 fetch = ~lvalid | tx_bytes.ready
                 m.d.comb += [status_bank.rd_addr.eq(idx), status_bank.rd_en.eq(fetch),
-                             tx_bytes.valid.eq(lvalid), tx_byte.data.eq(status_bank.rd_data),
-                             tx_byte.last.eq(idx == win_end)]      # (offering idx - 1)
+                             tx_bytes.valid.eq(lvalid), tx_byte.data.eq(status_bank.rd_data)]
                 with m.If(fetch):
                     m.d.sync += lvalid.eq(idx != win_end)
                     with m.If(idx != win_end):
@@ -889,7 +912,6 @@ class DeviceCore(wiring.Component):
                     m.d.comb += pipe.read.eq(1)
                     m.d.sync += idx.eq(0)
                     m.next = "RM_WORD"
-            rm_end = req_read.offset + req_read.count
             with m.State("RM_WORD"):
                 in_range = (idx >= req_read.offset) & (idx < rm_end)
                 with m.If(idx == n):
@@ -901,12 +923,16 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [asm.eq(model_out.payload), bcnt.eq(0)]
                         m.next = "RM_BYTES"
             with m.State("RM_BYTES"):
-                m.d.comb += [tx_bytes.valid.eq(1), tx_byte.data.eq(asm[:8]),
-                             tx_byte.last.eq((bcnt == _MW - 1) & (idx == rm_end))]
+                m.d.comb += [tx_bytes.valid.eq(1), tx_byte.data.eq(asm[:8])]
                 with m.If(tx_bytes.ready):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
                         m.next = "RM_WORD"
+
+        m.d.comb += tx_byte.last.eq(
+            (dispatch.ongoing("RESP_HDR") & header_end & no_payload) |
+            (dispatch.ongoing("RESP_WINDOW") & (idx == win_end)) |     # (offering idx - 1)
+            (dispatch.ongoing("RM_BYTES") & (bcnt == _MW - 1) & (idx == rm_end)))
 
         with m.If(power_up):
             m.d.comb += status_bank.clear.eq(1)

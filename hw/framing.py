@@ -24,6 +24,7 @@ from ..protocol import (
     Status,
 )
 from .lanes import BLOCK_RAM
+from .ram import unchecked_read_port
 
 __all__ = ["FrameReceiver", "FrameByte", "FrameEncoder", "FrameTransmitter"]
 
@@ -105,7 +106,9 @@ class FrameReceiver(wiring.Component):
         m.submodules.crc = crc = CRC.create()
         m.submodules.mem = mem = memory.Memory(shape=8, depth=self.depth, init=[])
         wr = mem.write_port()
-        rd = mem.read_port()
+        # (a byte is written only while the ring has room, so at the read address only when
+        # the ring is empty, and then the read is not used)
+        rd = unchecked_read_port(m, mem, wr, platform, "rd")
         m.submodules.headers = headers = _BlockRAMFIFO(
             width=Header.as_shape().size, depth=self.header_depth)
 

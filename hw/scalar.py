@@ -22,7 +22,8 @@ from ..contract import (
 )
 from ..sim.timing import SCALAR_STAGES
 
-__all__ = ["GradientScalar", "saturate", "decayed_lr", "decay_epoch", "count_decay_step"]
+__all__ = ["GradientScalar", "saturate", "sigmoid_index", "decayed_lr", "decay_epoch",
+           "count_decay_step"]
 
 
 def saturate(m, value, bits, name):
@@ -66,6 +67,36 @@ def decay_epoch(m, decay_epochs, left, step):
 def count_decay_step(shift):
     """:func:`decay_epoch`'s step as a shift count (up to 63) for :func:`decayed_lr`."""
     return [shift.eq(Mux(shift == 63, 63, shift + 1))]
+
+
+def sigmoid_index(m, d, s, shift, entries):
+    """Comb: ``clamp(floor(-sign * d / 2**shift) + entries // 2, 0, entries - 1)``, sign +1 if
+    ``s`` else -1 (the logistic loss's table index, NUMERICS.md).
+
+    Without a carry chain as wide as ``d``: -d = ~(d - 1), and d - 1 borrows from the bits above
+    ``shift`` only when the bits below are 0, from the top bits only when the index bits are 0
+    too; so the range test looks at bits, and the one subtraction is the index's own."""
+    half = entries // 2
+    k = half.bit_length() - 1           # half = 2**k
+    assert entries == 2 << k
+    d = Cat(d, d[-1])                   # a sign bit more: d - 1 fits
+    hi = d[shift:]                      # floor(d / 2**shift), its bits
+    top = hi[k:]                        # e = hi - borrow is in range when its top bits are equal
+    borrow = s & ~d[:shift].any()       # -sign * d = ~(d - 1) when s: d - 1 borrows from hi
+    low = Signal(k + 1, name="sigmoid_low")
+    m.d.comb += low.eq(hi[:k] - borrow)         # e's low k bits, and a borrow from top
+    # e's top bits: top's, or top - 1 if the borrow reaches them (equal only if top was 0 or 1)
+    in_range = Mux(low[k], ~top[1:].any(), top.all() | ~top.any())
+    e_k = top[0] ^ low[k]
+    t_low = Mux(s, ~Cat(low[:k], e_k), Cat(low[:k], e_k))   # t = -sign * d >> shift: ~e if s
+    idx = Signal(range(entries), name="sigmoid_idx")
+    with m.If(in_range):
+        m.d.comb += idx.eq(Cat(t_low[:k], ~t_low[k]))   # t + half
+    with m.Elif(s ^ d[-1]):             # t < -half (out of range, hi - borrow has d's sign)
+        m.d.comb += idx.eq(0)
+    with m.Else():
+        m.d.comb += idx.eq(entries - 1)
+    return idx
 
 
 class GradientScalar(wiring.Component):
@@ -145,7 +176,6 @@ class GradientScalar(wiring.Component):
         one = 1 << MODEL_FRAC
         sig_shift = MODEL_FRAC - SIGMOID_STEP_LOG2
         c_shift = MODEL_FRAC + LR_FRAC - SCALAR_FRAC
-        half = SIGMOID_ENTRIES // 2
 
         m.submodules.sigmoid = rom = memory.Memory(
             shape=unsigned(MODEL_FRAC + 1), depth=SIGMOID_ENTRIES, init=sigmoid_table())
@@ -162,30 +192,15 @@ class GradientScalar(wiring.Component):
                d0.eq((self.i_sum + lo_carry) >> self.frac)]
 
         # C1: the loss functions' operands; the sigmoid ROM is read at
-        # clamp(floor(-s D / 2**sig_shift) + half): the negation runs beside the sign's select,
-        # and the clamp is a test of the top bits, so one carry chain leads to the ROM.
+        # clamp(floor(-s D / 2**sig_shift) + half) (sigmoid_index: no carry chain as wide as D)
         v1, s1, hinge1 = Signal(), Signal(), Signal()
         g_sq1 = Signal(signed(MODEL_BITS))
         sat1 = Signal()
         g_sq, sq_sat = saturate(m, d0 - y0, MODEL_BITS, "g_sq")
-        sd = Signal(signed(len(d0) + 1))
-        nsd = Signal(signed(len(d0) + 1))
-        m.d.comb += [sd.eq(Mux(s, d0, -d0)), nsd.eq(Mux(s, -d0, d0))]
-        t = Signal(signed(len(nsd) - sig_shift))
-        m.d.comb += t.eq(nsd >> sig_shift)
-        k = half.bit_length() - 1           # half = 2**k
-        assert SIGMOID_ENTRIES == 2 * half == 2 << k
-        top = t[k:]
-        idx = Signal(range(SIGMOID_ENTRIES))
-        with m.If(top.all() | ~top.any()):  # -half <= t < half
-            m.d.comb += idx.eq(Cat(t[:k], ~t[k]))       # t + half
-        with m.Elif(t[-1]):
-            m.d.comb += idx.eq(0)
-        with m.Else():
-            m.d.comb += idx.eq(SIGMOID_ENTRIES - 1)
-        m.d.comb += rom_rd.addr.eq(idx)
-        m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(sd < one), g_sq1.eq(g_sq),
-                     sat1.eq(sq_sat & (self.loss == Loss.SQUARED))]
+        m.d.comb += rom_rd.addr.eq(sigmoid_index(m, d0, s, sig_shift, SIGMOID_ENTRIES))
+        # the hinge's margin s D < 1 as two compares of D with constants (no negation)
+        m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(Mux(s, d0 < one, d0 > -one)),
+                     g_sq1.eq(g_sq), sat1.eq(sq_sat & (self.loss == Loss.SQUARED))]
 
         # C2: g by loss.
         v2, sat2 = Signal(), Signal()

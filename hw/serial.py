@@ -48,6 +48,7 @@ from .lanes import (
     uniform_value,
 )
 from .pipeline import ConfigLayout, RunEvents, SGDPipeline, TableEntry
+from .ram import unchecked_read_port
 from .scalar import GradientScalar, count_decay_step, decay_epoch, decayed_lr, saturate
 
 __all__ = ["SerialSGDPipeline", "make_trainer"]
@@ -61,7 +62,8 @@ class SerialSGDPipeline(wiring.Component):
 
     Takes every format of a ``width``-bit word (its ``lanes`` is W) and has the members of
     :class:`~zipml.hw.pipeline.SGDPipeline`; ``cycles`` follows
-    :func:`zipml.sim.timing.serial_run_cycles`.
+    :func:`zipml.sim.timing.serial_run_cycles`. ``i_table`` is not ready in the cycles a run
+    reads the level table (a field in F0).
 
     Parameters
     ----------
@@ -149,29 +151,40 @@ class SerialSGDPipeline(wiring.Component):
                                                  init=[])
         m.submodules.row_buffer = row_buffer = memory.Memory(shape=W, depth=self.row_words_max,
                                                              init=[])
-        work_wr, work_rd = work.write_port(), work.read_port()
-        work_upd = work.read_port()         # F3 -> F4: the model word an update changes
-        snap_wr, snap_rd = snap.write_port(), snap.read_port()
-        buf_wr, buf_rd = row_buffer.write_port(), row_buffer.read_port()
+        # (no word read from these is used in the cycle its address is written: the read-back
+        # and the dot product's snapshot reads run while nothing is written, F3 reads the field
+        # after the one F4 writes, the row buffer is written in the dot product and read in the
+        # update)
+        work_wr = work.write_port()
+        work_rd = unchecked_read_port(m, work, work_wr, platform, "work_rd")
+        # F3 -> F4: the model word an update changes
+        work_upd = unchecked_read_port(m, work, work_wr, platform, "work_upd")
+        snap_wr = snap.write_port()
+        snap_rd = unchecked_read_port(m, snap, snap_wr, platform, "snap_rd")
+        buf_wr = row_buffer.write_port()
+        buf_rd = unchecked_read_port(m, row_buffer, buf_wr, platform, "buf_rd")
         table_bits = min(MAX_BITS, self.max_table_bits) if self.max_table_bits >= 2 else 0
         tab_rd = None
+        table_busy = Signal()               # F0 reads the table (below): an entry waits
         if table_bits:
             m.submodules.table = table = memory.Memory(shape=VALUE_SHAPE, depth=1 << table_bits,
                                                        init=[])
-            tab_wr, tab_rd = table.write_port(), table.read_port()
+            tab_wr = table.write_port()
+            tab_rd = unchecked_read_port(m, table, tab_wr, platform, "tab_rd")
             entry = self.i_table.payload
             m.d.comb += [tab_wr.addr.eq(entry.index), tab_wr.data.eq(entry.value),
-                         tab_wr.en.eq(self.i_table.valid & (entry.index < (1 << table_bits)))]
-        m.d.comb += self.i_table.ready.eq(1)
+                         tab_wr.en.eq(self.i_table.valid & ~table_busy &
+                                      (entry.index < (1 << table_bits)))]
+        m.d.comb += self.i_table.ready.eq(~table_busy)
 
         # --- run state ---------------------------------------------------------------------------
         running = Signal()
         epoch_bank = Signal()               # E: the snapshot bank holding the epoch-start model
-        lr_shift = Signal(6)
-        decay_left = Signal(16)
         if self.one_epoch:
             lr_e = cfg.lr
         else:
+            lr_shift = Signal(6)            # the rate's decay: lr_e = lr >> lr_shift
+            decay_left = Signal(16)
             lr_e = Signal(LR_BITS)
             m.d.sync += lr_e.eq(decayed_lr(cfg.lr, lr_shift))
         epoch_restart = Signal()            # (below)
@@ -227,6 +240,7 @@ class SerialSGDPipeline(wiring.Component):
         word_last = rem <= per_last
         word_fields = Mux(rem < per_word, rem, per_word)
         slot = slots != 0
+        m.d.comb += table_busy.eq(running & slot)  # (no entry changes a code being read)
         slot_ok = fields != 0
         slot_last = sh_last & (slots == 1)
         with m.If(take):
@@ -361,6 +375,8 @@ class SerialSGDPipeline(wiring.Component):
         with m.If(rb_issue):
             m.d.sync += rb_idx.eq(rb_idx + 1)
         ld_fire = self.i_model.valid & loading
+        ld_last = Signal(idx_bits + 1)      # n - 1, registered (n holds still while loading)
+        m.d.sync += ld_last.eq(n - 1)
         with m.If(ld_fire):
             m.d.sync += ld_idx.eq(ld_idx + 1)
         with m.If(loading):
@@ -380,10 +396,8 @@ class SerialSGDPipeline(wiring.Component):
         # --- the run's state machine -------------------------------------------------------------
         # the run's end tests, registered: the epoch count changes only as an epoch ends, at
         # least a row before they are read again
-        last_epoch, epochs_done = Signal(), Signal()
-        if self.one_epoch:
-            m.d.comb += [last_epoch.eq(1), epochs_done.eq(1)]
-        else:
+        if not self.one_epoch:
+            last_epoch, epochs_done = Signal(), Signal()
             m.d.sync += [last_epoch.eq(self.epochs + 1 == cfg.epochs),
                          epochs_done.eq(self.epochs == cfg.epochs)]
 
@@ -395,9 +409,9 @@ class SerialSGDPipeline(wiring.Component):
             with m.State("IDLE"):
                 with m.If(self.start):
                     m.d.sync += [self.rows.eq(0), sat_rows.eq(0), self.epochs.eq(0),
-                                 self.cycles.eq(0), lr_shift.eq(0),
-                                 decay_left.eq(cfg.lr_decay_epochs),
-                                 slots.eq(0), fields.eq(0)]
+                                 self.cycles.eq(0), slots.eq(0), fields.eq(0)]
+                    if not self.one_epoch:
+                        m.d.sync += [lr_shift.eq(0), decay_left.eq(cfg.lr_decay_epochs)]
                     m.d.comb += epoch_restart.eq(1)
                     m.next = "RUN"
                 with m.Elif(self.load):
@@ -408,7 +422,7 @@ class SerialSGDPipeline(wiring.Component):
                     m.next = "READ"
             with m.State("LOAD"):
                 m.d.comb += [loading.eq(1), self.busy.eq(1)]
-                with m.If(ld_fire & (ld_idx == n - 1)):
+                with m.If(ld_fire & (ld_idx == ld_last)):
                     m.next = "IDLE"
             with m.State("READ"):
                 m.d.comb += [reading.eq(1), self.busy.eq(1)]
@@ -420,23 +434,26 @@ class SerialSGDPipeline(wiring.Component):
                 with m.If(row_done & last_of_epoch):
                     m.d.sync += epoch_bank.eq(wbank)
                     m.d.comb += epoch_restart.eq(1)
-                    if not self.one_epoch:
+                    if self.one_epoch:
+                        m.next = "IDLE"
+                    else:
                         m.d.sync += self.epochs.eq(self.epochs + 1)
                         decay_epoch(m, cfg.lr_decay_epochs, decay_left,
                                     count_decay_step(lr_shift))
-                    with m.If(0 if self.one_epoch else cfg.snapshots):
-                        m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
-                        m.next = "SNAP"
-                    with m.Elif(last_epoch):
-                        m.next = "IDLE"
-            with m.State("SNAP"):
-                m.d.comb += [reading.eq(1), self.busy.eq(1)]
-                m.d.sync += self.cycles.eq(self.cycles + 1)
-                with m.If(rb_finish):
-                    with m.If(epochs_done):
-                        m.next = "IDLE"
-                    with m.Else():
-                        m.next = "RUN"
+                        with m.If(cfg.snapshots):
+                            m.d.sync += [rb_idx.eq(0), rb_valid.eq(0)]
+                            m.next = "SNAP"
+                        with m.Elif(last_epoch):
+                            m.next = "IDLE"
+            if not self.one_epoch:
+                with m.State("SNAP"):
+                    m.d.comb += [reading.eq(1), self.busy.eq(1)]
+                    m.d.sync += self.cycles.eq(self.cycles + 1)
+                    with m.If(rb_finish):
+                        with m.If(epochs_done):
+                            m.next = "IDLE"
+                        with m.Else():
+                            m.next = "RUN"
         with m.If(epoch_restart):
             m.d.sync += [batch_to_go.eq(cfg.batch),
                          kpar.eq(0), first_batch.eq(1), wi.eq(0), rem.eq(n), fi.eq(0),

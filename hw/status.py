@@ -16,6 +16,7 @@ from amaranth.utils import ceil_log2
 
 from ..protocol import StatusReply, struct_bytes
 from .lanes import BLOCK_RAM
+from .ram import unchecked_read_port
 
 __all__ = ["COUNTERS", "CONSTANTS_AT", "StatusBank"]
 
@@ -86,8 +87,11 @@ class StatusBank(wiring.Component):
         m.submodules.shot = shot = memory.Memory(
             shape=8, depth=self.depth, init=[0] * CONSTANTS_AT + list(self.constants),
             attrs=BLOCK_RAM)
-        live_rd, live_wr = live.read_port(), live.write_port()
-        shot_rd, shot_wr = shot.read_port(), shot.write_port()
+        # (the round reads `ptr` and writes `at`, the byte before; the snapshot is read only
+        # while no round writes it)
+        live_wr, shot_wr = live.write_port(), shot.write_port()
+        live_rd = unchecked_read_port(m, live, live_wr, platform, "live_rd")
+        shot_rd = unchecked_read_port(m, shot, shot_wr, platform, "shot_rd")
         m.d.comb += [shot_rd.addr.eq(self.rd_addr), shot_rd.en.eq(self.rd_en),
                      self.rd_data.eq(shot_rd.data)]
 

@@ -3,11 +3,12 @@ and learning rates, every loss, against the golden model's arithmetic."""
 
 import numpy as np
 import pytest
+from amaranth import Module, Signal, signed
 from amaranth.sim import Simulator
 
 from zipml import contract
 from zipml.contract import Loss
-from zipml.hw.scalar import GradientScalar
+from zipml.hw.scalar import GradientScalar, sigmoid_index
 from zipml.sim import golden
 
 SUM_WIDTH, LO_WIDTH, FRAC, LO_SHIFT = 54, 30, 8, 22
@@ -80,3 +81,32 @@ def test_scalar_matches_golden(loss, registered_inputs):
     sim.run()
     for v, got in zip(vectors, results):
         assert got == expected(loss, *v), v
+
+
+@pytest.mark.parametrize("width", [28, 29, 47])
+def test_sigmoid_index_every_boundary(width):
+    """The sigmoid table's index without a wide carry chain against the golden model's
+    ``clip((-sign * d >> shift) + entries / 2)``: every d around each step of the index and
+    each end of the range, 0 and the extremes, both signs, and random d."""
+    shift = contract.MODEL_FRAC - contract.SIGMOID_STEP_LOG2
+    entries, half = contract.SIGMOID_ENTRIES, contract.SIGMOID_ENTRIES // 2
+    m = Module()
+    d, s = Signal(signed(width)), Signal()
+    idx = sigmoid_index(m, d, s, shift, entries)
+    lo, hi = contract.sat_limits(width)
+    steps = [j << shift for j in range(-half - 2, half + 3)]
+    values = {v + e for v in steps + [0, lo, hi] for e in (-1, 0, 1)}
+    values |= set(np.random.default_rng(width).integers(lo, hi, 2000, endpoint=True).tolist())
+    values = sorted(v for v in values if lo <= v <= hi)
+
+    async def bench(ctx):
+        for value in values:
+            for sign in (1, -1):
+                ctx.set(d, value)
+                ctx.set(s, sign > 0)
+                want = min(max((-sign * value >> shift) + half, 0), entries - 1)
+                assert ctx.get(idx) == want, (value, sign)
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
