@@ -31,10 +31,10 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["REPO", "DEFAULT_SEED", "KEEP_REPLICAS", "source_id", "tool_env", "parse_nextpnr_log",
-           "over_capacity", "run_toolchain", "parse_yosys_cells", "build", "program",
-           "add_build_arguments",
-           "add_program_arguments", "run_build", "run_program", "main"]
+__all__ = ["REPO", "DEFAULT_SEED", "KEEP_REPLICAS", "ONE_HOT_FSMS", "source_id", "tool_env",
+           "parse_nextpnr_log", "over_capacity", "run_toolchain", "parse_yosys_cells", "build",
+           "program", "add_build_arguments", "add_program_arguments", "run_build", "run_program",
+           "main"]
 
 #: The checkout this module lives in (``hw/`` is one level below it).
 REPO = Path(__file__).resolve().parent.parent
@@ -61,6 +61,12 @@ _RESOURCES = {
 #: one signal, each driving a group of lanes (:mod:`zipml.hw.pipeline`); yosys would merge
 #: identical registers back into one net spanning the whole lane array.
 KEEP_REPLICAS = "proc\nsetattr -set keep 1 w:*_replica* %ci1 c:* %i"
+
+#: Yosys commands run after reading the design: the dispatcher's state machine is re-encoded
+#: one-hot (each state a flip-flop, not a decode of five). Yosys re-encodes only a state register
+#: without an initial value; the board tops hold every register in reset until the PLL locks.
+ONE_HOT_FSMS = ("setattr -unset init w:*dispatch_state\n"
+                "setattr -set fsm_encoding \"one-hot\" w:*dispatch_state")
 
 
 def tool_env(base=None):
@@ -371,7 +377,7 @@ def build(board, out_dir=None, core=None, *, seed=DEFAULT_SEED, nextpnr_opts=Non
     # --timing-allow-fail: a missed target is reported (report.json), not a failed build.
     extra = board.nextpnr_opts if nextpnr_opts is None else nextpnr_opts
     overrides = {"nextpnr_opts": f"--seed {seed} --timing-allow-fail {extra}".strip(),
-                 "script_after_read": f"{KEEP_REPLICAS}\n{NO_INIT}"}
+                 "script_after_read": f"{KEEP_REPLICAS}\n{NO_INIT}\n{ONE_HOT_FSMS}"}
     if board.synth_opts:
         overrides["synth_opts"] = board.synth_opts
     plan = plat.prepare(top, name, **overrides)

@@ -309,6 +309,7 @@ class DeviceCore(wiring.Component):
         table_log2 = Signal(4)                     # 0: no table loaded
         stored_words = Signal(range(self.memory_words + 1))
         epochs_left = Signal(32)
+        epochs_pending = Signal()                  # epochs_left != 0, kept as a register
         last_error = Signal(Status)
         last_error_cmd = Signal(8)
 
@@ -331,10 +332,14 @@ class DeviceCore(wiring.Component):
         # IDENTIFY's reply in block RAM
         m.submodules.status = status_bank = StatusBank(
             constants=protocol.identify_reply(**self.capabilities))
+        # (registered, as is the counters' clear: both reach the bank a cycle late, so the
+        # events of a reset's cycle still go uncounted)
         ev = Signal.like(pipe.events)
-        m.d.comb += ev.eq(Mux(datapath_rst["pipeline"], 0, pipe.events))
+        ev_cycle = Signal()
+        m.d.sync += [ev.eq(Mux(datapath_rst["pipeline"] | pipe_rst, 0, pipe.events)),
+                     ev_cycle.eq(run_active & pipe.busy & ~pipe_rst)]
         events = {"rows": ev.row, "epochs": ev.epoch, "saturated_rows": ev.saturated,
-                  "cycles": run_active & pipe.busy}
+                  "cycles": ev_cycle}
         m.d.comb += status_bank.inc.eq(Cat(events[name] for name in COUNTERS))
         row_pushed = Signal()                      # TRAIN_STREAM pushed a row's last word
         with m.If(row_pushed != (ev.row & ~resident_run)):
@@ -344,7 +349,7 @@ class DeviceCore(wiring.Component):
             decay_epoch(m, creq.lr_decay_epochs, decay_left, [lr_now.eq(lr_now >> 1)])
 
         state = Signal(DeviceState)
-        with m.If(epochs_left != 0):
+        with m.If(epochs_pending):
             m.d.comb += state.eq(DeviceState.BUSY)
         with m.Elif(~configured):
             m.d.comb += state.eq(DeviceState.UNCONFIGURED)
@@ -394,14 +399,20 @@ class DeviceCore(wiring.Component):
                      ts_epoch_end.eq((row_pos == row_words - 1) & (rows_to_go == 1))]
 
         # --- end of a run, and resident runs ------------------------------------------------------
-        # (a run's end waits for a snapshot of the status: epochs_left holds still for it)
-        run_end = run_active & ~pipe.busy & ~status_bank.busy
+        # A run asked for starts a cycle later, from registers (the pipeline's start reaches
+        # every register an epoch restarts: it begins at a flip-flop), the resident memory's
+        # read-out with it. (A run's end waits for a snapshot of the status: epochs_left holds
+        # still for it.)
+        start_run, start_resident = Signal(), Signal()
+        m.d.sync += [pipe.start.eq(start_run & ~pipe_rst),
+                     mem.start.eq(start_resident & ~pipe_rst)]
+        run_end = run_active & ~pipe.start & ~pipe.busy & ~status_bank.busy
         with m.If(run_end):
             m.d.sync += run_active.eq(0)
-            with m.If(resident_run & (epochs_left != 0)):
-                m.d.sync += epochs_left.eq(epochs_left - 1)
-        with m.Elif((epochs_left != 0) & ~run_active & ~pipe.busy):
-            m.d.comb += [pipe.start.eq(1), mem.start.eq(1)]
+            with m.If(resident_run & epochs_pending):
+                m.d.sync += [epochs_left.eq(epochs_left - 1), epochs_pending.eq(epochs_left != 1)]
+        with m.Elif(epochs_pending & ~run_active & ~pipe.busy):
+            m.d.comb += [start_run.eq(1), start_resident.eq(1)]
             m.d.sync += [run_active.eq(1), resident_run.eq(1)]
 
         # --- dispatcher ---------------------------------------------------------------------------
@@ -409,10 +420,11 @@ class DeviceCore(wiring.Component):
         cmd = hdr.cmd.as_value()
         length = hdr.length
         remaining = Signal(16)                     # payload bytes still to take
+        payload_left = Signal()                    # remaining != 0, kept as a register
         take = rx_payload.valid & rx_payload.ready
         byte = rx_payload.payload
         with m.If(take):
-            m.d.sync += remaining.eq(remaining - 1)
+            m.d.sync += [remaining.eq(remaining - 1), payload_left.eq(remaining != 1)]
 
         # the payload's fixed-size prefix: written only by HEAD, so it stays until the next
         # executed request (a retried READ_MODEL replays its window from it); a request shorter
@@ -481,6 +493,7 @@ class DeviceCore(wiring.Component):
         lvalid = Signal()
         tb_bad = Signal()
         cp_valid = Signal()
+        sd_write = Signal()
         cp_index = Signal(MAX_BITS)
         cfg_rem = Signal(17)
 
@@ -512,8 +525,6 @@ class DeviceCore(wiring.Component):
         # narrow as stored_words
         sd_offset = req_store.offset[:len(stored_words)]
         sd_beyond = req_store.offset[len(stored_words):].any() | (sd_offset > stored_words)
-        sd_end = Signal(max(len(stored_words), len(sd_count)) + 1)
-        m.d.comb += sd_end.eq(sd_offset + sd_count)
         ll_n = length >> 1
         c = req_cfg
         fmt_fits = Signal()                # the requested format has at most `lanes` fields
@@ -532,26 +543,31 @@ class DeviceCore(wiring.Component):
                    ((c.levels == LevelMode.TABLE) & (c.bits < 2) &
                     (c.encoding != Encoding.RAW)))
         # the checks' arithmetic (sums and compares of the prefix against the device state)
-        # settles into registers in HEAD's last cycle (the prefix is whole then), a cycle
-        # before VERIFY puts the checks in order
-        def settled(condition):
-            flag = Signal()
-            m.d.sync += flag.eq(condition)
-            return flag
+        # settles into registers while HEAD's last cycle and SETTLE pass (the prefix is whole
+        # from then on): the ranges' ends are summed in the first cycle, compared in the second
+        def settled(value, name):
+            reg = Signal(value.shape(), name=name)
+            m.d.sync += reg.eq(value)
+            return reg
 
         lm_bytes, sd_bytes = struct_bytes(ModelOffset), struct_bytes(StoreDataHeader)
-        too_many = settled(c.n_features > self.n_max)
-        cfg_refused = settled(cfg_bad)
-        lm_length_bad = settled((length < lm_bytes) | (length - lm_bytes)[:2].any())
-        lm_beyond = settled(req_off.offset + lm_count > n)
-        rm_too_large = settled(req_read.count * _MW > self.max_payload)
-        rm_beyond = settled(req_read.offset + req_read.count > n)
+        lm_end = settled(req_off.offset + lm_count, "lm_end")
+        rm_end = settled(req_read.offset + req_read.count, "rm_end")
+        sd_end = settled(sd_offset + sd_count, "sd_end")
+        too_many = settled(c.n_features > self.n_max, "too_many")
+        cfg_refused = settled(cfg_bad, "cfg_refused")
+        lm_length_bad = settled((length < lm_bytes) | (length - lm_bytes)[:2].any(),
+                                "lm_length_bad")
+        lm_beyond = settled(lm_end > n, "lm_beyond")
+        lm_empty = settled(lm_count == 0, "lm_empty")
+        rm_too_large = settled(req_read.count * _MW > self.max_payload, "rm_too_large")
+        rm_beyond = settled(rm_end > n, "rm_beyond")
         sd_length_bad = settled((length < sd_bytes) |
-                                (length - sd_bytes)[:ceil_log2(wb)].any())
-        sd_refused = settled(sd_beyond)
-        sd_too_large = settled(sd_end > self.memory_words)
-        no_epochs = settled(req_run.epochs == 0)
-        not_an_epoch = settled(epoch_big | (stored_words != epoch_words))
+                                (length - sd_bytes)[:ceil_log2(wb)].any(), "sd_length_bad")
+        sd_refused = settled(sd_beyond, "sd_refused")
+        sd_too_large = settled(sd_end > self.memory_words, "sd_too_large")
+        no_epochs = settled(req_run.epochs == 0, "no_epochs")
+        not_an_epoch = settled(epoch_big | (stored_words != epoch_words), "not_an_epoch")
         with m.If(~known):
             m.d.comb += status.eq(Status.UNKNOWN_CMD)
         with m.Elif(~allowed):
@@ -632,8 +648,12 @@ class DeviceCore(wiring.Component):
         # test computed outside the state machine (inside, they chain one select per state)
         header_end = hdr_byte == RESPONSE_HEADER_BYTES - 1
         no_payload = verdict | (reply_length == 0)
-        rm_end = Signal.like(idx)
-        m.d.sync += rm_end.eq(req_read.offset + req_read.count)
+
+        # READ_MODEL's words: idx is within the window, past the model's last word
+        rm_in, rm_over = Signal(), Signal()
+
+        def in_window(i):
+            return (i >= req_read.offset) & (i < rm_end)
 
         with m.FSM(name="dispatch") as dispatch:
             with m.State("IDLE"):
@@ -641,7 +661,8 @@ class DeviceCore(wiring.Component):
                 m.d.sync += hdr_byte.eq(0)
                 with m.If(rx.o_header.valid):
                     h = rx.o_header.payload
-                    m.d.sync += [hdr.eq(h), remaining.eq(h.length), verdict.eq(0),
+                    m.d.sync += [hdr.eq(h), remaining.eq(h.length),
+                                 payload_left.eq(h.length != 0), verdict.eq(0),
                                  head_idx.eq(0),
                                  head_left.eq(Mux(h.length < prefix, h.length, prefix))]
                     with m.If(h.status != Status.OK):
@@ -660,7 +681,10 @@ class DeviceCore(wiring.Component):
                     m.d.sync += [head.word_select(head_idx, 8).eq(byte),
                                  head_idx.eq(head_idx + 1), head_left.eq(head_left - 1)]
                 with m.If(head_left == 0):
-                    m.next = "VERIFY"
+                    m.next = "SETTLE"
+
+            with m.State("SETTLE"):
+                m.next = "VERIFY"
 
             with m.State("VERIFY"):
                 # the request's checks settle into a register: they are a long path (wide
@@ -690,7 +714,7 @@ class DeviceCore(wiring.Component):
                                          cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
-                            with m.If(lm_count == 0):
+                            with m.If(lm_empty):
                                 respond(Status.OK)
                             with m.Else():
                                 m.next = "LM_RWAIT"
@@ -707,12 +731,13 @@ class DeviceCore(wiring.Component):
                                          bcnt.eq(0)]
                             m.next = "SD_BYTE"
                         with m.Case(Cmd.RUN_EPOCHS.value):
-                            m.d.sync += epochs_left.eq(req_run.epochs)
+                            m.d.sync += [epochs_left.eq(req_run.epochs),
+                                         epochs_pending.eq(1)]     # (checked: not 0)
                             respond(Status.OK)
 
             with m.State("DRAIN"):
-                m.d.comb += rx_payload.ready.eq(remaining != 0)
-                with m.If(remaining == 0):
+                m.d.comb += rx_payload.ready.eq(payload_left)
+                with m.If(~payload_left):
                     m.next = "RESP_HDR"
 
             # --- CONFIGURE: R, the epoch's words, a zero model ------------------------------------
@@ -758,14 +783,14 @@ class DeviceCore(wiring.Component):
                         m.d.sync += [idx.eq(req_off.offset), bcnt.eq(0)]
                         m.next = "LM_DATA"
             with m.State("LM_DATA"):
-                m.d.comb += [rx_payload.ready.eq(remaining != 0), st_wr.addr.eq(idx),
+                m.d.comb += [rx_payload.ready.eq(payload_left), st_wr.addr.eq(idx),
                              st_wr.data.eq(small_next),
                              st_wr.en.eq(take & (bcnt == _MW - 1))]
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == _MW - 1):
                         m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
-                with m.If(remaining == 0):
+                with m.If(~payload_left):
                     m.next = "LM_LWAIT"
             with m.State("LM_LWAIT"):
                 with m.If(~pipe.busy):
@@ -787,7 +812,7 @@ class DeviceCore(wiring.Component):
             # --- LOAD_LEVELS: check every entry into a buffer, then write the pipeline ------------
             with m.State("LL_DATA"):
                 entry = small_next[16:].as_signed()
-                m.d.comb += [rx_payload.ready.eq(remaining != 0), tb_wr.addr.eq(idx),
+                m.d.comb += [rx_payload.ready.eq(payload_left), tb_wr.addr.eq(idx),
                              tb_wr.data.eq(entry), tb_wr.en.eq(take & (bcnt == _LE - 1))]
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
@@ -797,7 +822,7 @@ class DeviceCore(wiring.Component):
                         with m.If((entry > contract.TABLE_MAX) | (entry < -contract.TABLE_MAX) |
                                   ((idx != 0) & (entry <= previous))):
                             m.d.sync += tb_bad.eq(1)
-                with m.If(remaining == 0):
+                with m.If(~payload_left):
                     m.next = "LL_END"
             with m.State("LL_END"):
                 with m.If(tb_bad):
@@ -826,13 +851,13 @@ class DeviceCore(wiring.Component):
 
             # --- TRAIN_STREAM: words into the pipeline, a run per epoch ---------------------------
             with m.State("TS_BYTE"):
-                m.d.comb += rx_payload.ready.eq(remaining != 0)
+                m.d.comb += rx_payload.ready.eq(payload_left)
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wb - 1):
                         m.d.sync += bcnt.eq(0)
                         m.next = "TS_PUSH"
-                with m.Elif(remaining == 0):
+                with m.Elif(~payload_left):
                     m.next = "TS_WAIT"
             with m.State("TS_PUSH"):
                 with m.If(ts_new_epoch):
@@ -853,7 +878,7 @@ class DeviceCore(wiring.Component):
                         m.next = "TS_BYTE"
             with m.State("TS_START"):
                 with m.If(~run_active & ~pipe.busy):
-                    m.d.comb += pipe.start.eq(1)
+                    m.d.comb += start_run.eq(1)
                     m.d.sync += [run_active.eq(1), resident_run.eq(0), started.eq(1),
                                  ts_new_epoch.eq(0)]
                     m.next = "TS_PUSH"
@@ -863,13 +888,17 @@ class DeviceCore(wiring.Component):
 
             # --- STORE_DATA -----------------------------------------------------------------------
             with m.State("SD_BYTE"):
-                m.d.comb += [rx_payload.ready.eq(remaining != 0), mem.w_addr.eq(idx),
-                             mem.w_data.eq(asm_next), mem.w_en.eq(take & (bcnt == wb - 1))]
+                # a word is written the cycle after its last byte, from registers (asm, idx,
+                # sd_write): the byte handshake stays apart from the memory's write enables
+                m.d.comb += [rx_payload.ready.eq(payload_left), mem.w_addr.eq(idx),
+                             mem.w_data.eq(asm), mem.w_en.eq(sd_write)]
+                with m.If(sd_write):
+                    m.d.sync += [sd_write.eq(0), idx.eq(idx + 1)]
                 with m.If(take):
                     m.d.sync += [asm.eq(asm_next), bcnt.eq(bcnt + 1)]
                     with m.If(bcnt == wb - 1):
-                        m.d.sync += [bcnt.eq(0), idx.eq(idx + 1)]
-                with m.If(remaining == 0):
+                        m.d.sync += [bcnt.eq(0), sd_write.eq(1)]
+                with m.If(~payload_left & ~sd_write):
                     m.d.sync += stored_words.eq(idx_end)
                     respond(Status.OK, reply=StoreDataReply)
 
@@ -910,16 +939,18 @@ class DeviceCore(wiring.Component):
             with m.State("RM_WAIT"):
                 with m.If(~pipe.busy):
                     m.d.comb += pipe.read.eq(1)
-                    m.d.sync += idx.eq(0)
+                    m.d.sync += [idx.eq(0), rm_in.eq(in_window(0)), rm_over.eq(0)]
                     m.next = "RM_WORD"
             with m.State("RM_WORD"):
-                in_range = (idx >= req_read.offset) & (idx < rm_end)
-                with m.If(idx == n):
+                # (where idx is, from registers set as it moves: the compares are paths into
+                # them, not into the word's handshake)
+                with m.If(rm_over):
                     m.next = "IDLE"
                 with m.Elif(model_out.valid):
                     m.d.comb += model_out.ready.eq(1)
-                    m.d.sync += idx.eq(idx + 1)
-                    with m.If(in_range):
+                    m.d.sync += [idx.eq(idx + 1), rm_in.eq(in_window(idx + 1)),
+                                 rm_over.eq(idx == n_last)]
+                    with m.If(rm_in):
                         m.d.sync += [asm.eq(model_out.payload), bcnt.eq(0)]
                         m.next = "RM_BYTES"
             with m.State("RM_BYTES"):
@@ -934,10 +965,11 @@ class DeviceCore(wiring.Component):
             (dispatch.ongoing("RESP_WINDOW") & (idx == win_end)) |     # (offering idx - 1)
             (dispatch.ongoing("RM_BYTES") & (bcnt == _MW - 1) & (idx == rm_end)))
 
+        m.d.sync += status_bank.clear.eq(power_up)
         with m.If(power_up):
-            m.d.comb += status_bank.clear.eq(1)
             m.d.sync += [run_active.eq(0), resident_run.eq(0), mid_epoch.eq(0), row_pos.eq(0),
-                         started.eq(0), rows_pending.eq(0), epochs_left.eq(0)]
+                         started.eq(0), rows_pending.eq(0), epochs_left.eq(0),
+                         epochs_pending.eq(0)]
         return m
 
 

@@ -63,7 +63,7 @@ class FrameReceiver(wiring.Component):
     max_payload : int
         Longest payload accepted; longer ones are rejected with TOO_LARGE.
     timeout : int
-        Clock cycles of input silence after which a partial frame is dropped.
+        Clock cycles of input silence after which a partial frame is dropped (at least 2).
     header_depth : int
         Headers that can wait for the consumer; a frame finishing when all are taken is dropped.
 
@@ -84,6 +84,8 @@ class FrameReceiver(wiring.Component):
     def __init__(self, *, max_payload=1024, timeout, header_depth=4):
         if not 1 <= max_payload <= 0xFFFF:
             raise ValueError(f"max_payload must be 1..65535, not {max_payload}")
+        if timeout < 2:
+            raise ValueError(f"timeout must be at least 2 cycles, not {timeout}")
         self.max_payload = max_payload
         self.timeout = timeout
         self.header_depth = header_depth
@@ -156,6 +158,9 @@ class FrameReceiver(wiring.Component):
         length = Signal(16)
 
         idle = Signal(range(self.timeout + 1))
+        # idle == timeout - 1 and idle == timeout, kept as registers (the timeout's compares
+        # feed the frame's drop, which reaches most of the write side)
+        expiring, expired = Signal(), Signal()
         byte = self.i_stream.payload
         m.d.comb += self.i_stream.ready.eq(1)
 
@@ -165,7 +170,7 @@ class FrameReceiver(wiring.Component):
         drop = Signal()                     # abandon the frame silently and hunt
 
         with m.If(self.i_stream.valid):
-            m.d.sync += idle.eq(0)
+            m.d.sync += [idle.eq(0), expiring.eq(0), expired.eq(0)]     # (timeout >= 2)
             with m.If(byte == FEND):
                 m.d.comb += frame_end.eq(~hunting & ~escape & (count != 0))
                 with m.If(~hunting & escape):
@@ -185,9 +190,10 @@ class FrameReceiver(wiring.Component):
                 m.d.sync += escape.eq(1)
             with m.Else():
                 m.d.comb += [data.eq(byte), data_valid.eq(1)]
-        with m.Elif(idle != self.timeout):
-            m.d.sync += idle.eq(idle + 1)
-            with m.If((idle == self.timeout - 1) & ~hunting):
+        with m.Elif(~expired):
+            m.d.sync += [idle.eq(idle + 1), expiring.eq(idle == self.timeout - 2),
+                         expired.eq(expiring)]
+            with m.If(expiring & ~hunting):
                 m.d.comb += drop.eq((count != 0) | escape)
                 m.d.sync += [hunting.eq(1), escape.eq(0)]
 
@@ -195,6 +201,8 @@ class FrameReceiver(wiring.Component):
             m.d.sync += [self.frames_dropped.eq(self.frames_dropped + 1), hunting.eq(1),
                          escape.eq(0), wp.eq(wc)]
 
+        # (the write port's address and data are registers: only its enable is logic)
+        m.d.comb += [wr.addr.eq(wp[:abits]), wr.data.eq(d1)]
         with m.If(data_valid):
             m.d.comb += [crc.valid.eq(1), crc.data.eq(data)]
             m.d.sync += [d0.eq(data), d1.eq(d0)]
@@ -219,7 +227,7 @@ class FrameReceiver(wiring.Component):
                     with m.Default():
                         m.d.sync += [owed.eq(owed - 1), len_ok.eq(owed == 1)]
                         with m.If(used != self.depth):
-                            m.d.comb += [wr.addr.eq(wp[:abits]), wr.data.eq(d1), wr.en.eq(1)]
+                            m.d.comb += wr.en.eq(1)
                             m.d.sync += wp.eq(wp + 1)
                         with m.Else():
                             m.d.sync += overflow.eq(1)

@@ -121,8 +121,8 @@ class GradientScalar(wiring.Component):
         end of C1, their product registered at the end of C2 and given back on ``i_p``.
     registered_inputs : bool
         The user's registers are C0: ``i_valid`` comes in C0 (a cycle later), with ``i_sum``,
-        ``i_lo`` and ``i_label`` held in registers for that cycle, and the scalar keeps no
-        copy of them.
+        ``i_lo``, ``i_label`` and ``i_label_pos`` held in registers for that cycle, and the
+        scalar keeps no copy of them.
 
     Members
     -------
@@ -130,6 +130,8 @@ class GradientScalar(wiring.Component):
     i_sum : In(signed(sum_width))
     i_lo : In(lo_width)
     i_label : In(signed(LABEL_BITS))
+    i_label_pos : In(1)
+        With ``registered_inputs``: ``i_label > 0``, from the user's register.
     raw : In(1)
         Add ``floor(i_lo / 2**lo_shift)`` to the sum (RAW rows).
     loss : In(2)
@@ -162,6 +164,8 @@ class GradientScalar(wiring.Component):
         external = {} if multiplier else {
             "o_g": Out(signed(MODEL_BITS)), "o_g_valid": Out(1),
             "i_p": In(signed(MODEL_BITS + LR_BITS))}
+        if registered_inputs:
+            external["i_label_pos"] = In(1)
         super().__init__({
             **external,
             "i_valid": In(1), "i_sum": In(signed(sum_width)), "i_lo": In(lo_width),
@@ -188,31 +192,31 @@ class GradientScalar(wiring.Component):
         s = Signal()                        # the label's sign s = +1 (else -1)
         lo_carry = Mux(self.raw, self.i_lo >> self.lo_shift, 0)
         c0 = m.d.comb if self.registered_inputs else m.d.sync
-        c0 += [v0.eq(self.i_valid), y0.eq(self.i_label), s.eq(self.i_label > 0),
+        c0 += [v0.eq(self.i_valid), y0.eq(self.i_label),
+               s.eq(self.i_label_pos if self.registered_inputs else self.i_label > 0),
                d0.eq((self.i_sum + lo_carry) >> self.frac)]
 
         # C1: the loss functions' operands; the sigmoid ROM is read at
         # clamp(floor(-s D / 2**sig_shift) + half) (sigmoid_index: no carry chain as wide as D)
         v1, s1, hinge1 = Signal(), Signal(), Signal()
-        g_sq1 = Signal(signed(MODEL_BITS))
-        sat1 = Signal()
-        g_sq, sq_sat = saturate(m, d0 - y0, MODEL_BITS, "g_sq")
+        e1 = Signal(signed(len(d0) + 1))   # D - y, saturated in C2 (g of the squared loss)
         m.d.comb += rom_rd.addr.eq(sigmoid_index(m, d0, s, sig_shift, SIGMOID_ENTRIES))
         # the hinge's margin s D < 1 as two compares of D with constants (no negation)
         m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(Mux(s, d0 < one, d0 > -one)),
-                     g_sq1.eq(g_sq), sat1.eq(sq_sat & (self.loss == Loss.SQUARED))]
+                     e1.eq(d0 - y0)]
 
         # C2: g by loss.
         v2, sat2 = Signal(), Signal()
         g = Signal(signed(MODEL_BITS))
+        g_sq, sq_sat = saturate(m, e1, MODEL_BITS, "g_sq")
         with m.Switch(self.loss):
             with m.Case(Loss.LOGISTIC):
                 m.d.comb += g.eq(Mux(s1, -rom_rd.data, rom_rd.data))
             with m.Case(Loss.HINGE):
                 m.d.comb += g.eq(Mux(hinge1, Mux(s1, -one, one), 0))
             with m.Default():
-                m.d.comb += g.eq(g_sq1)
-        m.d.sync += [v2.eq(v1), sat2.eq(sat1)]
+                m.d.comb += g.eq(g_sq)
+        m.d.sync += [v2.eq(v1), sat2.eq(sq_sat & (self.loss == Loss.SQUARED))]
         v3, sat3 = Signal(), Signal()
         m.d.sync += [v3.eq(v2), sat3.eq(sat2)]
         p = Signal(signed(MODEL_BITS + LR_BITS + 1))

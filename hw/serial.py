@@ -195,10 +195,14 @@ class SerialSGDPipeline(wiring.Component):
         batch_to_go = Signal(16)            # ... of the mini-batch
         kpar = Signal()
         first_batch = Signal()
-        last_of_epoch = Signal()
-        last_of_batch = Signal()
-        m.d.comb += [last_of_epoch.eq(rows_to_go == 1),
-                     last_of_batch.eq((batch_to_go == 1) | last_of_epoch)]
+        # rows_to_go == 1 and batch_to_go == 1, kept as registers beside the counts (row_done's
+        # tests feed every register an epoch restarts)
+        last_of_epoch, batch_one = Signal(), Signal()
+        last_of_batch = batch_one | last_of_epoch
+        with m.If(epoch_restart):
+            m.d.sync += last_of_epoch.eq(cfg.rows_per_epoch == 1)
+        with m.Elif(row_done):
+            m.d.sync += last_of_epoch.eq(rows_to_go == 2)
         rbank = Mux(first_batch, epoch_bank, epoch_bank ^ kpar ^ cfg.delay)
         wbank = epoch_bank ^ 1 ^ kpar
 
@@ -222,6 +226,7 @@ class SerialSGDPipeline(wiring.Component):
         rem = Signal(17)                    # features left in the row from this word on
         fi = Signal(idx_bits)              # feature index of the next field
         label = Signal(signed(LABEL_BITS))
+        label_pos = Signal()                # label > 0, for the gradient scalar's sign
 
         src_valid = Mux(updating, buf_valid, self.i_stream.valid)
         src_word = Mux(updating, buf_rd.data, self.i_stream.payload)
@@ -250,6 +255,8 @@ class SerialSGDPipeline(wiring.Component):
                 m.d.sync += [wi.eq(0), rem.eq(n), row_taken.eq(1)]
                 with m.If(~updating):
                     m.d.sync += [label.eq(self.i_stream.payload[W - LABEL_BITS:]),
+                                 label_pos.eq(self.i_stream.payload[W - LABEL_BITS:]
+                                              .as_signed() > 0),
                                  buf_end.eq(wi + 1)]
             with m.Else():
                 m.d.sync += [wi.eq(wi + 1),
@@ -319,7 +326,8 @@ class SerialSGDPipeline(wiring.Component):
             m.d.sync += acc.eq(acc + f3_p)
         m.d.comb += [scalar.i_valid.eq(sum_valid), scalar.i_sum.eq(acc >> _ALIGN),
                      scalar.i_lo.eq(0), scalar.raw.eq(0), scalar.i_label.eq(label),
-                     scalar.loss.eq(cfg.loss), scalar.i_p.eq(f3_p)]
+                     scalar.i_label_pos.eq(label_pos), scalar.loss.eq(cfg.loss),
+                     scalar.i_p.eq(f3_p)]
         f4 = Signal(stage)
         f4_d = Signal(signed(30))
         # the word to update, read again (rows do not overlap: no write to it since F0)
@@ -355,9 +363,10 @@ class SerialSGDPipeline(wiring.Component):
             m.d.sync += [updating.eq(0), row_taken.eq(0), fi.eq(0),
                          self.rows.eq(self.rows + 1)]
             with m.If(last_of_batch):
-                m.d.sync += [batch_to_go.eq(cfg.batch), kpar.eq(~kpar), first_batch.eq(0)]
+                m.d.sync += [batch_to_go.eq(cfg.batch), batch_one.eq(cfg.batch == 1),
+                             kpar.eq(~kpar), first_batch.eq(0)]
             with m.Else():
-                m.d.sync += batch_to_go.eq(batch_to_go - 1)
+                m.d.sync += [batch_to_go.eq(batch_to_go - 1), batch_one.eq(batch_to_go == 2)]
 
         # --- model load / read-back --------------------------------------------------------------
         loading = Signal()
@@ -455,7 +464,7 @@ class SerialSGDPipeline(wiring.Component):
                         with m.Else():
                             m.next = "RUN"
         with m.If(epoch_restart):
-            m.d.sync += [batch_to_go.eq(cfg.batch),
+            m.d.sync += [batch_to_go.eq(cfg.batch), batch_one.eq(cfg.batch == 1),
                          kpar.eq(0), first_batch.eq(1), wi.eq(0), rem.eq(n), fi.eq(0),
                          updating.eq(0), row_taken.eq(0), row_sat.eq(0)]
         return m

