@@ -213,7 +213,7 @@ BOARDS = {
     "icebreaker": Board(
         name="icebreaker", platform=ICEBreakerPlatform, family="ice40",
         width=32, n_max=256,
-        # The device with the lane-serial trainer: about 4,600 of the UP5K's 5,280 LCs
+        # The device with the lane-serial trainer: about 4,500 of the UP5K's 5,280 LCs
         # (docs/PIPELINE.md). Resident data in the four SPRAM blocks: 32,768 words of 32 bits.
         lanes=32, dsp=False, mul_stages=1, serial=True, memory_words=32768, spram=True,
         core="device",
