@@ -194,7 +194,7 @@ def _build(build_dir, params):
                  build_args=["-Wno-fatal"], always=True, timescale=("1ns", "1ps"))
 
 
-def serve(port=0, *, host="127.0.0.1", once=False, ready_file=None, **params):
+def serve(port=0, *, host="127.0.0.1", once=False, ready_file=None, watch_pid=None, **params):
     """Build if needed, then simulate the device serving ``host:port`` until SIGTERM (or, with
     ``once``, until the first client disconnects). Blocks; see :func:`start_virtual_board`.
 
@@ -206,6 +206,9 @@ def serve(port=0, *, host="127.0.0.1", once=False, ready_file=None, **params):
         Stop when the first client disconnects.
     ready_file : str or Path, optional
         Written (JSON: ``port``, ``pid``) once the simulation listens.
+    watch_pid : int, optional
+        Stop when this process ends (:func:`start_virtual_board` passes its own: a board
+        outlives no launcher that was killed before it could stop it).
     **params
         :data:`DEFAULTS` to override.
     """
@@ -214,7 +217,8 @@ def serve(port=0, *, host="127.0.0.1", once=False, ready_file=None, **params):
     build_dir = build(**p)
     runner = get_runner("verilator")
     env = {"VB_HOST": host, "VB_PORT": port, "VB_ONCE": int(once),
-           "VB_READY_FILE": ready_file or "", "VB_CLK_FREQ": p["clk_freq"]}
+           "VB_READY_FILE": ready_file or "", "VB_CLK_FREQ": p["clk_freq"],
+           "VB_WATCH_PID": watch_pid or 0}
     runner.test(test_module="zipml.sim.virtual_board", hdl_toplevel="top",
                 hdl_toplevel_lang="verilog", build_dir=build_dir, test_dir=build_dir,
                 extra_env={k: str(v) for k, v in env.items()}, timescale=("1ns", "1ps"),
@@ -247,7 +251,8 @@ def start_virtual_board(port=0, *, host="127.0.0.1", once=False, timeout=1800, l
     os.close(fd)
     os.unlink(ready)
     cmd = [sys.executable, "-m", "zipml.sim.virtual_board", "--port", str(port),
-           "--host", host, "--ready-file", ready, "--params", json.dumps(p)]
+           "--host", host, "--ready-file", ready, "--params", json.dumps(p),
+           "--watch-pid", str(os.getpid())]
     if once:
         cmd.append("--once")
     log_path = Path(log) if log else folder / f"serve-{os.getpid()}-{time.monotonic_ns()}.log"
@@ -301,6 +306,7 @@ def main(argv=None):
     ap.add_argument("--once", action="store_true", help="stop when the client disconnects")
     ap.add_argument("--ready-file")
     ap.add_argument("--params", default="{}", help="JSON object of parameters")
+    ap.add_argument("--watch-pid", type=int, help="stop when this process ends")
     for name in DEFAULTS:
         ap.add_argument("--" + name.replace("_", "-"), type=int, default=None)
     args = ap.parse_args(argv)
@@ -310,7 +316,8 @@ def main(argv=None):
             params[name] = getattr(args, name)
     # Keep running until the simulation ends; the simulator gets the signal too and closes.
     signal.signal(signal.SIGTERM, lambda *_: None)
-    serve(args.port, host=args.host, once=args.once, ready_file=args.ready_file, **params)
+    serve(args.port, host=args.host, once=args.once, ready_file=args.ready_file,
+          watch_pid=args.watch_pid, **params)
 
 
 # --- the bridge, run by cocotb inside the simulator ---------------------------------------------
@@ -332,10 +339,22 @@ class _Bridge:
         self.dut = dut
         self.stop = False
         self.once = os.environ.get("VB_ONCE", "0") == "1"
+        self.watch_pid = int(os.environ.get("VB_WATCH_PID") or 0)
         self.period_ps = 2 * round(1e12 / int(os.environ["VB_CLK_FREQ"]) / 2)
 
     def _on_signal(self, *_):
         self.stop = True
+
+    def _launcher_gone(self):
+        """The process that started the board has ended (then the board stops)."""
+        if self.watch_pid:
+            try:
+                os.kill(self.watch_pid, 0)
+            except ProcessLookupError:
+                self.stop = True
+            except PermissionError:
+                pass
+        return self.stop
 
     async def run(self):
         from cocotb.clock import Clock
@@ -361,7 +380,7 @@ class _Bridge:
             os.replace(tmp, ready)
         dut._log.info("virtual board listening on %s:%d", os.environ["VB_HOST"], port)
         try:
-            while not self.stop:
+            while not self._launcher_gone():
                 r, _, _ = select.select([listener], [], [], 0.1)
                 if not r:
                     continue
@@ -409,6 +428,8 @@ class _Bridge:
                         quiet = 0
                         continue
                 quiet += 1
+                if quiet >= _FAST_POLLS and self._launcher_gone():
+                    return
                 step = _FAST_STEP if quiet < _FAST_POLLS else _SLOW_STEP
                 await Timer(step * self.period_ps, "ps")
         finally:

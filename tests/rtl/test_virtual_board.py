@@ -3,8 +3,14 @@ host's :class:`~zipml.host.client.DeviceClient` exactly like a board, trained bi
 the golden device. The first run of a configuration builds the simulator (cached in
 ``build/virtual_board``)."""
 
+import json
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -102,5 +108,40 @@ def test_reconnect_and_throughput(board):
 def test_stop_closes_the_port():
     proc, port = start_virtual_board(**PARAMS)
     assert stop(proc) == 0
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+
+
+def _running(pid):
+    """Whether process ``pid`` exists and has not ended (a zombie has)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc")
+def test_board_stops_when_its_launcher_is_killed():
+    # a launcher killed before it can stop its board (SIGKILL: no cleanup runs) leaves no
+    # simulator serving a port behind
+    code = ("import json, sys, time\n"
+            "from zipml.sim.virtual_board import start_virtual_board\n"
+            "proc, port = start_virtual_board(**json.loads(sys.argv[1]))\n"
+            "print(proc.pid, port, flush=True)\n"
+            "time.sleep(600)\n")
+    launcher = subprocess.Popen([sys.executable, "-c", code, json.dumps(PARAMS)],
+                                stdout=subprocess.PIPE, text=True)
+    try:
+        pid, port = map(int, launcher.stdout.readline().split())
+    finally:
+        launcher.kill()
+        launcher.wait()
+    deadline = time.monotonic() + 30
+    while _running(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _running(pid):
+        os.killpg(pid, signal.SIGKILL)
+        pytest.fail("the board kept running after its launcher was killed")
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", port), timeout=1).close()
