@@ -199,7 +199,7 @@ class GradientScalar(wiring.Component):
         # C1: the loss functions' operands; the sigmoid ROM is read at
         # clamp(floor(-s D / 2**sig_shift) + half) (sigmoid_index: no carry chain as wide as D)
         v1, s1, hinge1 = Signal(), Signal(), Signal()
-        e1 = Signal(signed(len(d0) + 1))   # D - y, saturated in C2 (g of the squared loss)
+        e1 = Signal(signed(max(len(d0), LABEL_BITS) + 1))   # D - y: squared loss, C2 saturates
         m.d.comb += rom_rd.addr.eq(sigmoid_index(m, d0, s, sig_shift, SIGMOID_ENTRIES))
         # the hinge's margin s D < 1 as two compares of D with constants (no negation)
         m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(Mux(s, d0 < one, d0 > -one)),
