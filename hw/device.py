@@ -366,7 +366,10 @@ class DeviceCore(wiring.Component):
             "per_word": (range(W + 1), lambda f: contract.lanes_in_word(W, f)),
             "per_last": (range(W + 1), lambda f: contract.lanes_in_last_word(W, f)),
         })
-        per_word, per_last = fc.per_word, fc.per_last
+        # ... and once more through registers (CONFIGURE's loop compares with them: block RAM
+        # outputs are slow on ECP5, 5.6 ns clock-to-out)
+        per_word, per_last = Signal.like(fc.per_word), Signal.like(fc.per_last)
+        m.d.sync += [per_word.eq(fc.per_word), per_last.eq(fc.per_last)]
 
         # --- the pipeline's configuration ---------------------------------------------------------
         pc = pipe.config
@@ -430,13 +433,18 @@ class DeviceCore(wiring.Component):
         # executed request (a retried READ_MODEL replays its window from it); a request shorter
         # than its prefix leaves older bytes behind, but its length check refuses it first
         head = Signal(_PREFIX_BYTES * 8)
-        head_idx = Signal(range(_PREFIX_BYTES + 1))
-        head_left = Signal(range(_PREFIX_BYTES + 1))
-        prefix = Signal(range(_PREFIX_BYTES + 1))
+        head_idx = Signal(range(_PREFIX_BYTES))
+        # HEAD takes bytes while head_more: up to the prefix's last byte (head_last) and the
+        # payload's, min(length, prefix) in all; kept as a register, so that the header FIFO's
+        # block RAM output meets no length compare on its way into it
+        head_more = Signal()
+        head_last = Signal(range(_PREFIX_BYTES))
+        has_prefix = Signal()
+        prefix_last = Signal(range(_PREFIX_BYTES))
         with m.Switch(rx.o_header.payload.cmd.as_value()):
             for c, layout in _PREFIX.items():
                 with m.Case(c.value):
-                    m.d.comb += prefix.eq(struct_bytes(layout))
+                    m.d.comb += [has_prefix.eq(1), prefix_last.eq(struct_bytes(layout) - 1)]
         req_cfg = ConfigureRequest(head[:struct_bytes(ConfigureRequest) * 8])
         req_off = ModelOffset(head[:struct_bytes(ModelOffset) * 8])
         req_read = ReadModelRequest(head[:struct_bytes(ReadModelRequest) * 8])
@@ -663,8 +671,8 @@ class DeviceCore(wiring.Component):
                     h = rx.o_header.payload
                     m.d.sync += [hdr.eq(h), remaining.eq(h.length),
                                  payload_left.eq(h.length != 0), verdict.eq(0),
-                                 head_idx.eq(0),
-                                 head_left.eq(Mux(h.length < prefix, h.length, prefix))]
+                                 head_idx.eq(0), head_last.eq(prefix_last),
+                                 head_more.eq(has_prefix & (h.length != 0))]
                     with m.If(h.status != Status.OK):
                         m.d.sync += verdict.eq(1)  # h.length is 0: hdr is the reply
                         m.next = "RESP_HDR"
@@ -676,11 +684,12 @@ class DeviceCore(wiring.Component):
                         m.next = "HEAD"
 
             with m.State("HEAD"):
-                m.d.comb += rx_payload.ready.eq(head_left != 0)
+                m.d.comb += rx_payload.ready.eq(head_more)
                 with m.If(take):
                     m.d.sync += [head.word_select(head_idx, 8).eq(byte),
-                                 head_idx.eq(head_idx + 1), head_left.eq(head_left - 1)]
-                with m.If(head_left == 0):
+                                 head_idx.eq(head_idx + 1),
+                                 head_more.eq((head_idx != head_last) & (remaining != 1))]
+                with m.If(~head_more):
                     m.next = "SETTLE"
 
             with m.State("SETTLE"):
@@ -742,10 +751,12 @@ class DeviceCore(wiring.Component):
 
             # --- CONFIGURE: R, the epoch's words, a zero model ------------------------------------
             with m.State("CFG_FMT"):
-                # per_word and per_last take creq in; the counters that start from it load it
-                # (from creq, as when they restart: one source each)
+                # per_word and per_last take creq in (two cycles); the counters that start from
+                # it load it (from creq, as when they restart: one source each)
                 m.d.comb += rows_to_go_load.eq(1)
                 m.d.sync += [decay_left.eq(creq.lr_decay_epochs)]
+                m.next = "CFG_CONST"
+            with m.State("CFG_CONST"):
                 m.next = "CFG_R"
             with m.State("CFG_R"):
                 with m.If(cfg_rem <= per_last):

@@ -61,6 +61,7 @@ from .lanes import (
     sum_tree,
     uniform_value,
 )
+from .ram import unchecked_read_port
 from .scalar import GradientScalar, count_decay_step, decay_epoch, decayed_lr, saturate
 
 __all__ = ["ConfigLayout", "TableEntry", "RunEvents", "SGDPipeline"]
@@ -333,7 +334,11 @@ class SGDPipeline(wiring.Component):
             work_wr.append(wr)
             work_rd.append(work.read_port(transparent_for=(wr,)))
             snap_wr.append(snap.write_port())
-            snap_rd.append(snap.read_port())
+            # no collision check: no read of a snapshot word is used in the cycle the word is
+            # written (a batch reads a bank no batch in flight writes; loads and read-backs run
+            # with the pipeline idle), and the check's compare and select per bit would sit
+            # between the block RAM's output and the product's operand register
+            snap_rd.append(unchecked_read_port(m, snap, snap_wr[-1], platform, f"snap{j}_rd"))
             tb = self.table_bits[j]
             if tb:
                 tab = memory.Memory(shape=VALUE_SHAPE, depth=1 << tb, init=[])
