@@ -120,30 +120,44 @@ def lane_table_bits(width, lane, max_table_bits=MAX_BITS, lanes=None):
     return min(max(bits), max_table_bits) if bits else 0
 
 
-def lane_codes(m, word, lane, width, fid, sample, lanes=None):
-    """Level code of ``sample`` ("A" or "B") in lane ``lane`` for the format selected by ``fid``.
+def lane_codes(m, word, lane, width, selects, sample, lanes=None):
+    """Level code of ``sample`` ("A" or "B") in lane ``lane`` for the configured format.
+
+    ``selects`` maps each code format's :func:`fmt_id` to a flag, set for the configured one
+    only (registers: the selection is static while a run decodes, so no compare of the format
+    id sits between a word's bits and the code).
 
     Returns ``(k, n)``: the code and the code left-aligned to MAX_BITS bits (``k << (8 - b)``),
     both zero for formats that leave the lane empty.
     """
     k = Signal(MAX_BITS, name=f"k{sample}{lane}")
     n = Signal(MAX_BITS, name=f"n{sample}{lane}")
-    with m.Switch(fid):
-        for fmt in lane_formats(width, lane, lanes):
-            fb, b = fmt.field_bits, fmt.bits
-            field = word[lane * fb:(lane + 1) * fb]
-            if fmt.encoding == Encoding.SINGLE:
-                code = field
-            elif fmt.encoding == Encoding.PAIR:
-                code = field[:b] if sample == "A" else field[b:]
-            else:
-                ib = fmt.index_bits
-                index = field[:ib] if ib else Const(0, 1)
-                # an index past the last interval wraps modulo s (NUMERICS.md section 3)
-                code = (index + field[ib if sample == "A" else ib + 1])[:b]
-            with m.Case(fmt_id(fmt.encoding, b)):
-                m.d.comb += [k.eq(code), n.eq(code << (MAX_BITS - b))]
+    ks, ns = [], []
+    for fmt in lane_formats(width, lane, lanes):
+        fb, b = fmt.field_bits, fmt.bits
+        field = word[lane * fb:(lane + 1) * fb]
+        if fmt.encoding == Encoding.SINGLE:
+            code = field
+        elif fmt.encoding == Encoding.PAIR:
+            code = field[:b] if sample == "A" else field[b:]
+        else:
+            ib = fmt.index_bits
+            index = field[:ib] if ib else Const(0, 1)
+            # an index past the last interval wraps modulo s (NUMERICS.md section 3)
+            code = (index + field[ib if sample == "A" else ib + 1])[:b]
+        selected = selects[fmt_id(fmt.encoding, b)]
+        ks.append(Mux(selected, code[:b], 0))
+        ns.append(Mux(selected, code[:b] << (MAX_BITS - b), 0))
+    m.d.comb += [k.eq(_or(ks)), n.eq(_or(ns))]
     return k, n
+
+
+def _or(values):
+    """The bitwise OR of ``values`` (0 for none)."""
+    result = Const(0, 1)
+    for v in values:
+        result = result | v
+    return result
 
 
 def uniform_value(n, half, unsigned_levels):

@@ -52,6 +52,7 @@ from .lanes import (
     VALUE_FRAC,
     VALUE_SHAPE,
     all_formats,
+    fmt_id,
     format_cases,
     format_id,
     lane_codes,
@@ -234,26 +235,27 @@ class SGDPipeline(wiring.Component):
             m.d.comb += full.eq(a * b)
         return full
 
-    def _product(self, m, a, b, name, dsp):
-        """``a * b`` (32-bit ``a``, narrow ``b``) in two parts, summed after ``mul_stages``
-        registers (the first on the operands when there are two): with ``dsp`` two hard
-        multiplies (``a``'s low 17 bits, unsigned, and its high bits, signed: 18 x 18
-        multipliers take either); otherwise shift-and-add."""
+    def _product(self, m, a, b, name, dsp, offset=0):
+        """``a * b + offset`` (32-bit ``a``, narrow ``b``) in parts, summed after
+        ``mul_stages`` registers (the first on the operands when there are two): with ``dsp``
+        two hard multiplies (``a``'s low 17 bits, unsigned, and its high bits, signed: 18 x 18
+        multipliers take either); otherwise shift-and-add in three partial sums, ``offset``
+        a fourth term of their sum (two levels of additions on each side of the register)."""
         a, b = self._operands(m, name, a, b)
         if dsp:
             parts = [a[:_DSP_SPLIT] * b, (a[_DSP_SPLIT:].as_signed() * b) << _DSP_SPLIT]
         elif self.mul_stages:
-            parts = shift_add_mul(m, a, b, name, parts=2)
+            parts = shift_add_mul(m, a, b, name, parts=3)
         else:
-            return shift_add_mul(m, a, b, name)
+            parts = [shift_add_mul(m, a, b, name)]
         if not self.mul_stages:
-            return sum_tree(m, parts, f"{name}_sum")
+            return sum_tree(m, parts + ([offset] if offset else []), f"{name}_sum")
         regs = []
         for i, part in enumerate(parts):
             reg = Signal(signed(len(a) + len(b) + 1), name=f"{name}_{i}", reset_less=True)
             m.d.sync += reg.eq(part)
             regs.append(reg)
-        return sum_tree(m, regs, f"{name}_sum")
+        return sum_tree(m, regs + ([offset] if offset else []), f"{name}_sum")
 
     def elaborate(self, platform):
         m = Module()
@@ -283,7 +285,7 @@ class SGDPipeline(wiring.Component):
             codes = []
             for j in range(L):
                 g = j // _GROUP
-                k, nk = lane_codes(m, words[g], j, W, fid_g[g], sample, L)
+                k, nk = lane_codes(m, words[g], j, W, fsel_g[g], sample, L)
                 reg_k = Signal(MAX_BITS, name=f"{name}_k{j}", reset_less=True)
                 reg_n = Signal(MAX_BITS, name=f"{name}_n{j}", reset_less=True)
                 loads = [reg_k.eq(k), reg_n.eq(nk)]
@@ -304,7 +306,13 @@ class SGDPipeline(wiring.Component):
         raw_now = cfg.encoding == Encoding.RAW
         m.d.sync += is_raw.eq(raw_now)
         # the lanes' copies (one cycle after the configuration, like the constants above)
-        fid_g = replicas("fid", FMT_ID_BITS, fid)
+        # ... and the code format's select, a flag per code format (lane_codes)
+        code_ids = [fmt_id(f.encoding, f.bits) for f in self.formats[:-1]]
+        fsel = [Signal(name=f"fsel_replica{g}_{i}") for g in groups for i in code_ids]
+        fsel_g = [dict(zip(code_ids, fsel[g * len(code_ids):(g + 1) * len(code_ids)]))
+                  for g in groups]
+        m.d.sync += [sel.eq(~raw_now & (fid == i))
+                     for sel_g in fsel_g for i, sel in sel_g.items()]
         half_g = replicas("half", MAX_BITS + 1)
         raw_g = replicas("is_raw", 1, raw_now)
         table_g = replicas("table_mode", 1, cfg.levels == LevelMode.TABLE)
@@ -693,8 +701,8 @@ class SGDPipeline(wiring.Component):
                 code_d = (code + (1 << (shift - 1))) >> shift
                 m.d.sync += d.eq(Mux(raw_g[g], raw_d, code_d))
             else:
-                code = self._product(m, c, vb, f"updpart{j}", dsp)
-                m.d.sync += d.eq((code + (1 << (shift - 1))) >> shift)
+                code = self._product(m, c, vb, f"updpart{j}", dsp, offset=1 << (shift - 1))
+                m.d.sync += d.eq(code >> shift)
             ok = Signal(name=f"u3_ok{j}")
             m.d.sync += ok.eq(self._pipe(m, u2_ok[j] & u2_valid, self.mul_stages, f"x_ok{j}"))
             deltas.append(d)
@@ -715,7 +723,7 @@ class SGDPipeline(wiring.Component):
                          fwd_g[g].last.eq(u3_valid & (u3_wr_g[g].wi == x_wi_g[g])),
                          fwd_g[g].before.eq(w4_valid & (w4_wr_g[g].wi == x_wi_g[g]))]
         row_sat = Signal()
-        lane_sat, new_w, w4_data, w4_ok = [], [], [], []
+        lane_sat, new_w, w4_data, w4_ok, w_reads = [], [], [], [], []
         for j in range(L):
             fwd = fwd_g[j // _GROUP]
             w_read = Signal(signed(MODEL_BITS), name=f"w_read{j}", reset_less=True)
@@ -727,6 +735,7 @@ class SGDPipeline(wiring.Component):
             m.d.sync += [w_read.eq(work_rd[j].data), last.eq(w), before.eq(last),
                          ok.eq(u3_ok[j])]
             new_w.append(w)
+            w_reads.append(w_read)
             w4_data.append(last)
             w4_ok.append(ok)
             lane_sat.append(flag & u3_ok[j])
@@ -754,22 +763,31 @@ class SGDPipeline(wiring.Component):
         ld_addr = Signal.like(in_wi)
         ld_cnt = Signal(16)
         rb_lane = Signal(range(L))
-        rb_lane_d = Signal(range(L))
         rb_addr = Signal.like(in_wi)
         rb_cnt = Signal(16)
-        rb_valid = Signal()
         loading = Signal()
         reading = Signal()
-        rb_advance = ~rb_valid | self.o_model.ready
-        rb_issue = reading & rb_advance & (rb_cnt != n)
-        rb_finish = reading & rb_advance & (rb_cnt == n)
-        m.d.comb += [self.o_model.valid.eq(rb_valid),
-                     self.o_model.payload.eq(Array(r.data for r in work_rd)[rb_lane_d]),
+        # A read-back word takes READBACK_STAGES registers after its bank's read: the lanes'
+        # w_read registers (loaded every cycle), the lane select into a 4-word FIFO, the FIFO.
+        # A read is issued only when the FIFO has room for it and the words in flight, so
+        # nothing in flight ever waits (the banks have no read enable: it would reach every
+        # bit of their read registers across the lane array).
+        m.submodules.readback = rb_fifo = fifo.SyncFIFO(width=MODEL_BITS, depth=4)
+        rb_v1, rb_v2 = Signal(), Signal()
+        rb_lane_d1, rb_lane_d2 = Signal(range(L)), Signal(range(L))
+        rb_room = rb_fifo.level + rb_v1 + rb_v2 < rb_fifo.depth
+        rb_issue = reading & rb_room & (rb_cnt != n)
+        rb_finish = reading & (rb_cnt == n) & ~rb_v1 & ~rb_v2 & ~rb_fifo.r_rdy
+        m.d.sync += [rb_v1.eq(rb_issue), rb_v2.eq(rb_v1),
+                     rb_lane_d1.eq(rb_lane), rb_lane_d2.eq(rb_lane_d1)]
+        m.d.comb += [rb_fifo.w_en.eq(rb_v2),
+                     rb_fifo.w_data.eq(Array(w_reads)[rb_lane_d2]),
+                     self.o_model.valid.eq(rb_fifo.r_rdy),
+                     self.o_model.payload.eq(rb_fifo.r_data),
+                     rb_fifo.r_en.eq(self.o_model.ready),
                      self.i_model.ready.eq(loading)]
-        with m.If(reading & rb_advance):
-            m.d.sync += rb_valid.eq(rb_issue)
         with m.If(rb_issue):
-            m.d.sync += [rb_cnt.eq(rb_cnt + 1), rb_lane_d.eq(rb_lane)]
+            m.d.sync += rb_cnt.eq(rb_cnt + 1)
             with m.If(rb_lane == per_word - 1):
                 m.d.sync += [rb_lane.eq(0), rb_addr.eq(rb_addr + 1)]
             with m.Else():
@@ -808,10 +826,7 @@ class SGDPipeline(wiring.Component):
                     snap_wr[j].data.eq(new_w[j]),
                     snap_wr[j].en.eq(u3_ok[j] & wr.last_of_batch),
                 ]
-            with m.If(reading):
-                m.d.comb += [work_rd[j].addr.eq(rb_addr), work_rd[j].en.eq(rb_issue)]
-            with m.Else():
-                m.d.comb += [work_rd[j].addr.eq(rd_wi_g[j // _GROUP]), work_rd[j].en.eq(1)]
+            m.d.comb += work_rd[j].addr.eq(Mux(reading, rb_addr, rd_wi_g[j // _GROUP]))
 
         # --- counters and the run's state machine ------------------------------------------------
         # the run's end tests, registered: the epoch count changes only as an epoch ends, at
@@ -839,7 +854,7 @@ class SGDPipeline(wiring.Component):
                     m.d.sync += [epoch_bank.eq(0), ld_cnt.eq(0), ld_lane.eq(0), ld_addr.eq(0)]
                     m.next = "LOAD"
                 with m.Elif(self.read):
-                    m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0), rb_valid.eq(0)]
+                    m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0)]
                     m.next = "READ"
             with m.State("LOAD"):
                 m.d.comb += [loading.eq(1), self.busy.eq(1)]
@@ -862,8 +877,7 @@ class SGDPipeline(wiring.Component):
                                  *restart_input()]
                     decay_epoch(m, cfg.lr_decay_epochs, decay_left, count_decay_step(lr_shift))
                     with m.If(cfg.snapshots):
-                        m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0),
-                                     rb_valid.eq(0)]
+                        m.d.sync += [rb_cnt.eq(0), rb_lane.eq(0), rb_addr.eq(0)]
                         m.next = "SNAP"
                     with m.Elif(last_epoch):
                         m.next = "IDLE"

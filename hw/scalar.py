@@ -220,6 +220,7 @@ class GradientScalar(wiring.Component):
         v3, sat3 = Signal(), Signal()
         m.d.sync += [v3.eq(v2), sat3.eq(sat2)]
         p = Signal(signed(MODEL_BITS + LR_BITS + 1))
+        base = 0                            # p's bits below 2**base are dropped (floor)
         if not self.multiplier:
             # C2 and C3 are the user's multiplier's operand and product registers
             m.d.comb += [self.o_g.eq(g), self.o_g_valid.eq(v1), p.eq(self.i_p)]
@@ -237,10 +238,16 @@ class GradientScalar(wiring.Component):
                     part = Signal(signed(g_half + lr_half + 2), name=f"p3_{i}{j}")
                     m.d.sync += part.eq(g_part * lr_part)
                     parts.append((part, g_at + lr_at))
-            m.d.comb += p.eq(sum(part << at for part, at in parts))
+            # below the second part's offset only the first part has bits, and they reach
+            # neither the rounding nor a carry: the sum starts there (shorter carry chains)
+            base = min(at for _, at in parts if at)
+            assert base < c_shift
+            m.d.comb += p.eq(sum(part << (at - base) if at else part >> base
+                                 for part, at in parts))
 
-        # C4: c = sat32(round(p / 2**18)), p = g * lr.
-        c, c_sat = saturate(m, (p + (1 << (c_shift - 1))) >> c_shift, SCALAR_BITS, "c")
+        # C4: c = sat32(round(g * lr / 2**18)), p = floor(g * lr / 2**base).
+        c, c_sat = saturate(m, (p + (1 << (c_shift - base - 1))) >> (c_shift - base),
+                            SCALAR_BITS, "c")
         m.d.comb += self.o_valid_next.eq(v3)
         m.d.sync += self.o_valid.eq(v3)
         with m.If(v3):

@@ -127,11 +127,11 @@ class StatusBank(wiring.Component):
         add = Mux(lowest, Cat(pending).word_select(which, _PENDING_BITS), carry)
         total = Mux(cleared.bit_select(which, 1), 0, live_rd.data) + add
         m.d.sync += carry.eq(total[8] & counted)
-        m.d.comb += [live_wr.addr.eq(at), live_wr.data.eq(total[:8]), live_wr.en.eq(counted)]
-        # the snapshot's byte is written a cycle later, from registers (a block RAM's output,
-        # an addition and a select in front of another block RAM's input are a long path on
-        # ECP5); busy covers that cycle
-        m.d.sync += [shot_wr.addr.eq(at), shot_wr.en.eq(writing),
+        # both RAMs are written a cycle later, from registers (a block RAM's output, an addition
+        # and a select in front of another block RAM's input are a long path on ECP5): the
+        # live byte is read again a round later, and busy covers the snapshot's last byte
+        m.d.sync += [live_wr.addr.eq(at), live_wr.data.eq(total[:8]), live_wr.en.eq(counted),
+                     shot_wr.addr.eq(at), shot_wr.en.eq(writing),
                      shot_wr.data.eq(Mux(counted, total[:8],
                                          self.fields.as_value().word_select(at, 8)))]
 

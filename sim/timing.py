@@ -12,14 +12,14 @@ The schedule, per row of R words:
   :func:`update_write` cycles after that batch's last input word); this is the only per-batch
   overhead, and with delay = 1 it is hidden once ``(B - 1) * R >= dot_latency + update_write - 2``;
 - an epoch ends when its last row is written back; the next epoch's first word is accepted
-  :data:`EPOCH_GAP` cycles later, plus ``n + 1`` when the pipeline streams a snapshot of the
-  model after every epoch.
+  :data:`EPOCH_GAP` cycles later, plus ``n + 1 +`` :data:`READBACK_STAGES` when the pipeline
+  streams a snapshot of the model after every epoch.
 """
 
 from zipml import contract
 
 __all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
-           "UPDATE_WRITE", "EPOCH_GAP", "SERIAL_ROW_CYCLES", "RESIDENT_START",
+           "UPDATE_WRITE", "EPOCH_GAP", "READBACK_STAGES", "SERIAL_ROW_CYCLES", "RESIDENT_START",
            "SERIAL_RESIDENT_START", "tree_stages", "dot_latency", "update_write", "run_cycles",
            "efficiency", "serial_slots", "serial_run_cycles"]
 
@@ -41,6 +41,9 @@ SCALAR_STAGES = 5
 UPDATE_WRITE = 2
 #: Cycles from an epoch's last write-back to accepting the next epoch's first word.
 EPOCH_GAP = 1
+#: Registers a read-back word passes after its bank's read (the banks' outputs, the lane
+#: select, a 4-word FIFO): a model of n words streams out in n + 1 + READBACK_STAGES cycles.
+READBACK_STAGES = 3
 
 
 def tree_stages(width, lanes=None):
@@ -82,7 +85,7 @@ def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES, la
             t = last_word + 1
             left -= rows
             k += 1
-        last = written[-1] + (config.n_features + 1 if snapshots else 0)
+        last = written[-1] + (config.n_features + 1 + READBACK_STAGES if snapshots else 0)
         t = last + EPOCH_GAP
     return last
 

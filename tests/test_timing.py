@@ -56,7 +56,7 @@ def test_epochs_and_snapshots_add_constants():
     three = timing.run_cycles(64, cfg, 3)
     assert three == 3 * one + 2 * (timing.EPOCH_GAP - 1)
     snap = timing.run_cycles(64, cfg, 3, snapshots=True)
-    assert snap == three + 3 * (cfg.n_features + 1)
+    assert snap == three + 3 * (cfg.n_features + 1 + timing.READBACK_STAGES)
 
 
 @pytest.mark.parametrize("mul_stages", [0, 1])
