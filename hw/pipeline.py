@@ -8,7 +8,7 @@ Data flow (one word per cycle; stage names as in :mod:`zipml.sim.timing`)::
                             S2 vA * w_hat (shift-and-add / RAW '*')        U1 delta = c * vB,
                             adder tree, row accumulator                       w read
                             GradientScalar: D, g, c  -------------------->  U2 w = sat(w - delta)
-                                                                              (work bank: U2 + 1)
+                                                                              (banks: U2 + 1)
 
 Model memory, per lane j (feature i lives in lane ``i % P`` at address ``i // P``):
 
@@ -17,11 +17,14 @@ Model memory, per lane j (feature i lives in lane ``i % P`` at address ``i // P`
   rows see each other's updates; the new word is written a cycle after U2);
 - ``snap[j]``: two snapshot banks read by the dot products. The last row of batch k also writes
   its results into bank ``E ^ 1 ^ (k & 1)`` (every row updates every feature, so that bank then
-  holds the model after batch k); batch k >= 1 reads bank ``E ^ (k & 1) ^ delay``, batch 0 bank
-  ``E``, where ``E`` is the bank holding the model at the start of the epoch.
+  holds the model after batch k), a cycle after U2 like the working model; batch k >= 1 reads
+  bank ``E ^ (k & 1) ^ delay``, batch 0 bank ``E``, where ``E`` is the bank holding the model
+  at the start of the epoch.
 
 The first word of a batch waits until the batch it depends on (k - 1 - delay) is written back;
 an epoch drains before the next begins. Cycle counts follow :mod:`zipml.sim.timing` exactly.
+A batch of one-word rows may read a snapshot word in the cycle its bank is written: that word
+comes from the lane's register of the write instead.
 
 The model layout depends on P, i.e. on the format: after changing the format (or n_features),
 load the model again before training or reading it back.
@@ -491,9 +494,16 @@ class SGDPipeline(wiring.Component):
         t_valid = self._pipe(m, s2_valid, 1 + self.mul_stages, "t_valid")
         t_meta = self._pipe(m, s2_meta, 1 + self.mul_stages, "t_meta")
         prods, los = [], []
+        # a snapshot word read in the cycle it is written (a batch whose rows are one word,
+        # started as soon as the batch it depends on wrote its last word back) comes from the
+        # lane's copy of that write instead (``w_before`` when the read's data is taken)
+        w_befores = [Signal(signed(MODEL_BITS), name=f"w_before{j}", reset_less=True)
+                     for j in range(L)]
+        snap_fwd = [Signal(name=f"snap_fwd{j}", reset_less=True) for j in range(L)]
         for j in range(L):
             g = j // _GROUP
-            w_hat = snap_rd[j].data
+            w_hat = Signal(signed(MODEL_BITS), name=f"w_hat{j}")
+            m.d.comb += w_hat.eq(Mux(snap_fwd[j], w_befores[j], snap_rd[j].data))
             va = Signal(VALUE_SHAPE, name=f"va{j}")
             value = s2_uni[j]
             if tab_a[j] is not None:
@@ -708,7 +718,7 @@ class SGDPipeline(wiring.Component):
             deltas.append(d)
             u3_ok.append(ok)
 
-        # --- U2: w = sat32(w - delta); snapshot written back now, the working model next cycle -
+        # --- U2: w = sat32(w - delta), written back a cycle later (working model, snapshot) ---
         # The working model's word was read two cycles before (transparent for the write port)
         # into a register, so it misses the two writes behind it: the one in flight now and the
         # one before; their values are forwarded from the lane's own registers (whether a lane
@@ -723,18 +733,17 @@ class SGDPipeline(wiring.Component):
                          fwd_g[g].last.eq(u3_valid & (u3_wr_g[g].wi == x_wi_g[g])),
                          fwd_g[g].before.eq(w4_valid & (w4_wr_g[g].wi == x_wi_g[g]))]
         row_sat = Signal()
-        lane_sat, new_w, w4_data, w4_ok, w_reads = [], [], [], [], []
+        lane_sat, w4_data, w4_ok, w_reads = [], [], [], []
         for j in range(L):
             fwd = fwd_g[j // _GROUP]
             w_read = Signal(signed(MODEL_BITS), name=f"w_read{j}", reset_less=True)
             last = Signal(signed(MODEL_BITS), name=f"w_last{j}", reset_less=True)
-            before = Signal(signed(MODEL_BITS), name=f"w_before{j}", reset_less=True)
+            before = w_befores[j]
             ok = Signal(name=f"w4_ok{j}")
             w_in = Mux(fwd.last, last, Mux(fwd.before, before, w_read))
             w, flag = saturate(m, w_in - deltas[j], MODEL_BITS, f"w{j}")
             m.d.sync += [w_read.eq(work_rd[j].data), last.eq(w), before.eq(last),
                          ok.eq(u3_ok[j])]
-            new_w.append(w)
             w_reads.append(w_read)
             w4_data.append(last)
             w4_ok.append(ok)
@@ -808,8 +817,10 @@ class SGDPipeline(wiring.Component):
             Cat(loading, ld_fire, ld_lane, ld_addr, epoch_bank, self.i_model.payload))
         for j in range(L):
             abits = ceil_log2(self.depths[j])
-            wr, wr4 = u3_wr_g[j // _GROUP], w4_wr_g[j // _GROUP]
+            wr4, rd = w4_wr_g[j // _GROUP], s1_rd_g[j // _GROUP]
             ld = ld_g[j // _GROUP]
+            m.d.sync += snap_fwd[j].eq(w4_ok[j] & wr4.last_of_batch & (wr4.wi == rd.wi) &
+                                       (wr4.wbank == rd.rbank))
             with m.If(ld.on):
                 m.d.comb += [
                     work_wr[j].addr.eq(ld.addr), work_wr[j].data.eq(ld.data),
@@ -822,9 +833,9 @@ class SGDPipeline(wiring.Component):
                 m.d.comb += [
                     work_wr[j].addr.eq(wr4.wi), work_wr[j].data.eq(w4_data[j]),
                     work_wr[j].en.eq(w4_ok[j]),
-                    snap_wr[j].addr.eq(Cat(wr.wi[:abits], wr.wbank)),
-                    snap_wr[j].data.eq(new_w[j]),
-                    snap_wr[j].en.eq(u3_ok[j] & wr.last_of_batch),
+                    snap_wr[j].addr.eq(Cat(wr4.wi[:abits], wr4.wbank)),
+                    snap_wr[j].data.eq(w4_data[j]),
+                    snap_wr[j].en.eq(w4_ok[j] & wr4.last_of_batch),
                 ]
             m.d.comb += work_rd[j].addr.eq(Mux(reading, rb_addr, rd_wi_g[j // _GROUP]))
 
