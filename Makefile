@@ -32,9 +32,8 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(VENV)/bin/zipml bench --out results
 
-# The ULX3S W = 64 bitstream is nextpnr seed 2 (seeds 3 and 4 miss 60 MHz). The committed
-# W = 128 bitstream is from 1ffe1c2: the current source has not met 60 MHz there yet, and a
-# rebuild may stall in routing (docs/PIPELINE.md, "The clock of the ULX3S trainers").
+# The ULX3S W = 64 bitstream is nextpnr seed 2 (seeds 3 and 4 missed 60 MHz at 025599c);
+# the W = 128 one the default seed, 1 (docs/PIPELINE.md, "The clock of the ULX3S trainers").
 bitstreams: $(STAMP)
 	$(VENV)/bin/zipml build --board icebreaker
 	$(VENV)/bin/zipml build --board ulx3s-85f --seed 2
