@@ -262,7 +262,10 @@ class DeviceCore(wiring.Component):
                             serial=self.serial, lanes=self.lanes, dsp=self.dsp,
                             mul_stages=self.mul_stages, one_epoch=True,
                             mac_counters=self.spram)
-        mem = ResidentMemory(W, self.memory_words, spram=self.spram)
+        # (the W-lane build registers the memory's read data: its word FIFO is a LUT RAM
+        # anywhere on the part; the serial trainer takes the data at its own register)
+        mem = ResidentMemory(W, self.memory_words, spram=self.spram,
+                             output_register=not self.serial)
         m.submodules.pipeline = ResetInserter(datapath_rst["pipeline"])(pipe)
         m.submodules.resident = ResetInserter(datapath_rst["resident"])(mem)
         # the pipeline takes its words from a short FIFO: its valid and the source's ready are

@@ -573,11 +573,11 @@ class SGDPipeline(wiring.Component):
         # --- gradient scalar ---------------------------------------------------------------------
         m.submodules.scalar = scalar = GradientScalar(
             sum_width=self.acc_width, lo_width=self.lo_width, frac=VALUE_FRAC,
-            lo_shift=_LO_SHIFT)
+            lo_shift=_LO_SHIFT, signed_table=True)
         m.d.comb += [scalar.i_valid.eq(sc_valid), scalar.i_sum.eq(sc_sum),
                      scalar.i_lo.eq(sc_lo), scalar.i_label.eq(sc_meta.label),
                      scalar.raw.eq(is_raw), scalar.loss.eq(cfg.loss), scalar.lr.eq(lr_e)]
-        c_meta = self._pipe(m, sc_meta, GradientScalar.LATENCY, "c_meta")
+        c_meta = self._pipe(m, sc_meta, scalar.latency, "c_meta")
 
         # --- U0: replay the row once c is known --------------------------------------------------
         u_busy = Signal()

@@ -1,5 +1,5 @@
 """The gradient-scalar stage: dot-product sum and label in, update scalar c out (NUMERICS.md
-section 4, steps 1 to 4), five registered stages.
+section 4, steps 1 to 4), five or six registered stages.
 """
 
 from amaranth import Cat, Module, Mux, Signal, signed, unsigned
@@ -20,7 +20,7 @@ from ..contract import (
     sat_limits,
     sigmoid_table,
 )
-from ..sim.timing import SCALAR_STAGES
+from ..sim.timing import SCALAR_STAGES, SERIAL_SCALAR_STAGES
 
 __all__ = ["GradientScalar", "saturate", "sigmoid_index", "decayed_lr", "decay_epoch",
            "count_decay_step"]
@@ -116,9 +116,15 @@ class GradientScalar(wiring.Component):
         Fractional bits of ``i_sum``.
     lo_shift : int
     multiplier : bool
-        Multiply g by the rate here (four partial products); without, the product comes from
-        the user's multiplier: ``o_g`` and ``lr`` registered together as its operands at the
-        end of C1, their product registered at the end of C2 and given back on ``i_p``.
+        Multiply g by the rate here (four partial products in C3, their sum and the rounding
+        constant registered in C4, the shift and clamp in C5: six stages); without, the
+        product comes from the user's multiplier: ``o_g`` and ``lr`` registered together as
+        its operands at the end of C1, their product registered at the end of C2 and given
+        back on ``i_p`` (five stages).
+    signed_table : bool
+        The sigmoid ROM holds g itself, ``-s * sigmoid``, for both label signs (twice the
+        entries, a sign bit more): C2 takes it as it is read, with no negation after the
+        block RAM.
     registered_inputs : bool
         The user's registers are C0: ``i_valid`` comes in C0 (a cycle later), with ``i_sum``,
         ``i_lo``, ``i_label`` and ``i_label_pos`` held in registers for that cycle, and the
@@ -139,7 +145,7 @@ class GradientScalar(wiring.Component):
     lr : In(LR_BITS)
         The learning rate of the current epoch (with ``multiplier``).
     o_valid : Out(1)
-        High :attr:`LATENCY` cycles after ``i_valid`` (one fewer with ``registered_inputs``).
+        High :attr:`latency` cycles after ``i_valid`` (one fewer with ``registered_inputs``).
     o_valid_next : Out(1)
         High a cycle before ``o_valid`` (for consumers that register what ``o_valid`` starts).
     o_c : Out(signed(SCALAR_BITS))
@@ -153,14 +159,15 @@ class GradientScalar(wiring.Component):
         Without ``multiplier``: g times the rate, in C3.
     """
 
-    #: Stages C0 .. C4 (:data:`zipml.sim.timing.SCALAR_STAGES`).
-    LATENCY = SCALAR_STAGES
-
     def __init__(self, *, sum_width, lo_width, frac, lo_shift, multiplier=True,
-                 registered_inputs=False):
+                 signed_table=False, registered_inputs=False):
         self.sum_width, self.lo_width = sum_width, lo_width
         self.frac, self.lo_shift = frac, lo_shift
         self.multiplier, self.registered_inputs = multiplier, registered_inputs
+        self.signed_table = signed_table
+        #: Stages C0 .. C5 with ``multiplier`` (:data:`zipml.sim.timing.SCALAR_STAGES`),
+        #: C0 .. C4 without (:data:`zipml.sim.timing.SERIAL_SCALAR_STAGES`).
+        self.latency = SCALAR_STAGES if multiplier else SERIAL_SCALAR_STAGES
         external = {} if multiplier else {
             "o_g": Out(signed(MODEL_BITS)), "o_g_valid": Out(1),
             "i_p": In(signed(MODEL_BITS + LR_BITS))}
@@ -181,8 +188,15 @@ class GradientScalar(wiring.Component):
         sig_shift = MODEL_FRAC - SIGMOID_STEP_LOG2
         c_shift = MODEL_FRAC + LR_FRAC - SCALAR_FRAC
 
-        m.submodules.sigmoid = rom = memory.Memory(
-            shape=unsigned(MODEL_FRAC + 1), depth=SIGMOID_ENTRIES, init=sigmoid_table())
+        table = sigmoid_table()
+        if self.signed_table:
+            # entry Cat(index, s): g = -s * sigmoid, s = +1 when the label's sign bit s is set
+            rom = memory.Memory(shape=signed(MODEL_FRAC + 2), depth=2 * SIGMOID_ENTRIES,
+                                init=table + tuple(-v for v in table))
+        else:
+            rom = memory.Memory(shape=unsigned(MODEL_FRAC + 1), depth=SIGMOID_ENTRIES,
+                                init=table)
+        m.submodules.sigmoid = rom
         rom_rd = rom.read_port()
 
         # C0: D = floor(S / 2**f), the RAW remainder folded in.
@@ -200,7 +214,8 @@ class GradientScalar(wiring.Component):
         # clamp(floor(-s D / 2**sig_shift) + half) (sigmoid_index: no carry chain as wide as D)
         v1, s1, hinge1 = Signal(), Signal(), Signal()
         e1 = Signal(signed(max(len(d0), LABEL_BITS) + 1))   # D - y: squared loss, C2 saturates
-        m.d.comb += rom_rd.addr.eq(sigmoid_index(m, d0, s, sig_shift, SIGMOID_ENTRIES))
+        rom_index = sigmoid_index(m, d0, s, sig_shift, SIGMOID_ENTRIES)
+        m.d.comb += rom_rd.addr.eq(Cat(rom_index, s) if self.signed_table else rom_index)
         # the hinge's margin s D < 1 as two compares of D with constants (no negation)
         m.d.sync += [v1.eq(v0), s1.eq(s), hinge1.eq(Mux(s, d0 < one, d0 > -one)),
                      e1.eq(d0 - y0)]
@@ -211,7 +226,8 @@ class GradientScalar(wiring.Component):
         g_sq, sq_sat = saturate(m, e1, MODEL_BITS, "g_sq")
         with m.Switch(self.loss):
             with m.Case(Loss.LOGISTIC):
-                m.d.comb += g.eq(Mux(s1, -rom_rd.data, rom_rd.data))
+                m.d.comb += g.eq(rom_rd.data if self.signed_table else
+                                 Mux(s1, -rom_rd.data, rom_rd.data))
             with m.Case(Loss.HINGE):
                 m.d.comb += g.eq(Mux(hinge1, Mux(s1, -one, one), 0))
             with m.Default():
@@ -245,11 +261,19 @@ class GradientScalar(wiring.Component):
             m.d.comb += p.eq(sum(part << (at - base) if at else part >> base
                                  for part, at in parts))
 
-        # C4: c = sat32(round(g * lr / 2**18)), p = floor(g * lr / 2**base).
-        c, c_sat = saturate(m, (p + (1 << (c_shift - base - 1))) >> (c_shift - base),
-                            SCALAR_BITS, "c")
-        m.d.comb += self.o_valid_next.eq(v3)
-        m.d.sync += self.o_valid.eq(v3)
-        with m.If(v3):
-            m.d.sync += [self.o_c.eq(c), self.o_sat.eq(sat3 | c_sat)]
+        # C4 (with ``multiplier``: the sum of the partial products and the rounding constant,
+        # registered; C5 shifts and clamps): c = sat32(round(g * lr / 2**18)),
+        # p = floor(g * lr / 2**base).
+        rounded = p + (1 << (c_shift - base - 1))
+        v_last, sat_last = v3, sat3
+        if self.multiplier:
+            v4, sat4 = Signal(), Signal()
+            p4 = Signal(rounded.shape(), name="p4")
+            m.d.sync += [v4.eq(v3), sat4.eq(sat3), p4.eq(rounded)]
+            v_last, sat_last, rounded = v4, sat4, p4
+        c, c_sat = saturate(m, rounded >> (c_shift - base), SCALAR_BITS, "c")
+        m.d.comb += self.o_valid_next.eq(v_last)
+        m.d.sync += self.o_valid.eq(v_last)
+        with m.If(v_last):
+            m.d.sync += [self.o_c.eq(c), self.o_sat.eq(sat_last | c_sat)]
         return m

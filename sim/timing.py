@@ -19,9 +19,10 @@ The schedule, per row of R words:
 from zipml import contract
 
 __all__ = ["MUL_STAGES", "FRONT_STAGES", "TREE_LEVELS_PER_STAGE", "ACC_STAGES", "SCALAR_STAGES",
-           "UPDATE_WRITE", "EPOCH_GAP", "READBACK_STAGES", "SERIAL_ROW_CYCLES", "RESIDENT_START",
-           "SERIAL_RESIDENT_START", "tree_stages", "dot_latency", "update_write", "run_cycles",
-           "efficiency", "serial_slots", "serial_run_cycles"]
+           "SERIAL_SCALAR_STAGES", "UPDATE_WRITE", "EPOCH_GAP", "READBACK_STAGES",
+           "SERIAL_ROW_CYCLES", "RESIDENT_START", "SERIAL_RESIDENT_START", "tree_stages",
+           "dot_latency", "update_write", "run_cycles", "efficiency", "serial_slots",
+           "serial_run_cycles"]
 
 #: Default extra register stages inside the lane products (SGDPipeline's ``mul_stages``): one
 #: splits the shift-and-add sums and registers the RAW hard-multiplier outputs.
@@ -33,9 +34,12 @@ FRONT_STAGES = 3
 TREE_LEVELS_PER_STAGE = 2
 #: The per-row accumulator.
 ACC_STAGES = 1
-#: Gradient scalar: D, loss operands, g, the partial products of g * lr, c
-#: (``zipml.hw.scalar.GradientScalar``).
-SCALAR_STAGES = 5
+#: Gradient scalar: D, loss operands, g, the partial products of g * lr, their sum, c
+#: (``zipml.hw.scalar.GradientScalar`` with its own multipliers).
+SCALAR_STAGES = 6
+#: The lane-serial pipeline's gradient scalar: D, loss operands, g, g * lr on the pipeline's
+#: multiplier, c.
+SERIAL_SCALAR_STAGES = 5
 #: From popping (and decoding) a replayed word (U0) to writing its lanes back (U2), before the
 #: ``mul_stages`` extra product stages.
 UPDATE_WRITE = 2
@@ -99,17 +103,17 @@ def efficiency(width, config, epochs=1, snapshots=False, mul_stages=MUL_STAGES, 
 
 #: The lane-serial pipeline (``zipml.hw.serial``): cycles of a row beyond its two passes over its
 #: field slots. The dot pass's last slot reaches the row sum three stages later (F1 .. F3), the
-#: gradient scalar takes SCALAR_STAGES, the row buffer's first word is fetched in two cycles, the
-#: update's last slot is written four stages later (F1 .. F4), and the next row's first word is
-#: taken the cycle after that.
-SERIAL_ROW_CYCLES = 3 + SCALAR_STAGES + 2 + 4 + 1
+#: gradient scalar takes SERIAL_SCALAR_STAGES, the row buffer's first word is fetched in two
+#: cycles, the update's last slot is written four stages later (F1 .. F4), and the next row's
+#: first word is taken the cycle after that.
+SERIAL_ROW_CYCLES = 3 + SERIAL_SCALAR_STAGES + 2 + 4 + 1
 
 
 #: Cycles a device's resident epoch adds to its pipeline run (the pipeline's busy cycles, the
 #: device's READ_STATUS ``cycles``): the resident memory's first word reaches the W-lane
-#: pipeline through the memory's read and the device's word FIFO (``zipml.hw.device``), the
-#: serial trainer straight from the memory's read.
-RESIDENT_START = 3
+#: pipeline through the memory's read, its output register and the device's word FIFO
+#: (``zipml.hw.device``), the serial trainer straight from the memory's read.
+RESIDENT_START = 4
 SERIAL_RESIDENT_START = 1
 
 

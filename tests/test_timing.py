@@ -7,6 +7,7 @@ import pytest
 
 from zipml import contract
 from zipml.contract import Encoding, Format
+from zipml.hw.boards import BOARDS
 from zipml.hw.lanes import all_formats
 from zipml.sim import timing
 from zipml.sim.golden import TrainConfig
@@ -59,12 +60,19 @@ def test_epochs_and_snapshots_add_constants():
     assert snap == three + 3 * (cfg.n_features + 1 + timing.READBACK_STAGES)
 
 
-@pytest.mark.parametrize("mul_stages", [0, 1])
+@pytest.mark.parametrize("mul_stages", [0, 1, 2])
 def test_batch16_delay1_never_stalls(mul_stages):
-    """With B = 16 and delay 1 the write-back never holds the input, even for one-word rows."""
+    """With B = 16 and delay 1 the write-back never holds the input for rows of two words or
+    more, at every W and lane count; one-word rows need B - 1 >= dot_latency + update_write - 2
+    (:func:`test_stall_free_condition`), B = 17 on the ULX3S builds."""
     for width in contract.WORD_WIDTHS:
-        lat = timing.dot_latency(width, mul_stages) + timing.update_write(mul_stages)
-        assert 16 - 1 >= lat - 2, width
+        for lanes in (8, 16, 32, 64, 128, 256):
+            if lanes <= width:
+                lat = timing.dot_latency(width, mul_stages, lanes)
+                assert (16 - 1) * 2 >= lat + timing.update_write(mul_stages) - 2, (width, lanes)
+    ulx3s = BOARDS["ulx3s-85f"]
+    lat = timing.dot_latency(ulx3s.width, ulx3s.mul_stages, ulx3s.lanes)
+    assert lat + timing.update_write(ulx3s.mul_stages) - 2 == 17 - 1
 
 
 def test_stall_free_condition():

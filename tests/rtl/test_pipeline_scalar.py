@@ -9,7 +9,7 @@ from amaranth.sim import Simulator
 from zipml import contract
 from zipml.contract import Loss
 from zipml.hw.scalar import GradientScalar, sigmoid_index
-from zipml.sim import golden
+from zipml.sim import golden, timing
 
 SUM_WIDTH, LO_WIDTH, FRAC, LO_SHIFT = 54, 30, 8, 22
 
@@ -22,14 +22,33 @@ def expected(loss, s, lo, raw, y, lr):
     return c, bool(g_sat[0]) or c != c_raw
 
 
-@pytest.mark.parametrize("registered_inputs", [False, True])
+def with_product_registers(dut):
+    """The user's multiplier of a scalar without its own: operands registered from ``o_g`` and
+    ``lr``, their product registered and given back on ``i_p``."""
+    m = Module()
+    m.submodules.dut = dut
+    g, lr = Signal.like(dut.o_g), Signal.like(dut.lr)
+    product = Signal.like(dut.i_p)
+    m.d.sync += [g.eq(dut.o_g), lr.eq(dut.lr), product.eq(g * lr)]
+    m.d.comb += dut.i_p.eq(product)
+    return m
+
+
+@pytest.mark.parametrize(("multiplier", "signed_table", "registered_inputs"), [
+    (True, False, False), (True, False, True),
+    (True, True, False),                    # the W-lane pipeline's
+    (False, False, True),                   # the lane-serial pipeline's (its multiplier here)
+])
 @pytest.mark.parametrize("loss", list(Loss))
-def test_scalar_matches_golden(loss, registered_inputs):
-    """Every input vector's c at the documented latency (one less when the inputs are the
-    user's registers, which this bench holds), held until the next row's."""
+def test_scalar_matches_golden(loss, multiplier, signed_table, registered_inputs):
+    """Every input vector's c at the documented latency (six stages with the scalar's own
+    multipliers, five with the user's; one less when the inputs are the user's registers,
+    which this bench holds), held until the next row's."""
     dut = GradientScalar(sum_width=SUM_WIDTH, lo_width=LO_WIDTH, frac=FRAC, lo_shift=LO_SHIFT,
+                         multiplier=multiplier, signed_table=signed_table,
                          registered_inputs=registered_inputs)
-    latency = GradientScalar.LATENCY - registered_inputs
+    latency = dut.latency - registered_inputs
+    assert dut.latency == (timing.SCALAR_STAGES if multiplier else timing.SERIAL_SCALAR_STAGES)
     rng = np.random.default_rng(int(loss))
     smax = 1 << (SUM_WIDTH - 1)
     vectors = []
@@ -79,7 +98,7 @@ def test_scalar_matches_golden(loss, registered_inputs):
             assert not ctx.get(dut.o_valid)
             assert (ctx.get(dut.o_c), bool(ctx.get(dut.o_sat))) == results[-1]
 
-    sim = Simulator(dut)
+    sim = Simulator(dut if multiplier else with_product_registers(dut))
     sim.add_clock(1e-8)
     sim.add_testbench(bench)
     sim.run()

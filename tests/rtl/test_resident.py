@@ -12,9 +12,10 @@ from zipml.sim.runner import build_and_test, build_dir_for, primitive_model
 DEPTH = 64
 
 
+@pytest.mark.parametrize("output_register", [False, True])
 @pytest.mark.parametrize("width", [32, 128])
-def test_read_out_follows_writes(width):
-    dut = ResidentMemory(width, DEPTH)
+def test_read_out_follows_writes(width, output_register):
+    dut = ResidentMemory(width, DEPTH, output_register=output_register)
     rng = np.random.default_rng(width)
     words = [int.from_bytes(rng.bytes(width // 8), "little") for _ in range(DEPTH)]
     # (length, cycles of read-out before the next start; None: until the last word)
@@ -69,3 +70,52 @@ def test_spram_read_out(request):
                    sources=[primitive_model("ice40", "SB_SPRAM256KA", build_dir)],
                    env={"WIDTH": 32, "WORDS": SPRAM_WORDS + 300,
                         "BOUNDARY": SPRAM_WORDS})
+
+
+@pytest.mark.parametrize("output_register", [False, True])
+def test_read_out_one_word_per_cycle(output_register):
+    """With the consumer ready the first word is valid in the second cycle after ``start`` (the
+    third with the output register) and the rest follow back to back; a stall of the consumer
+    costs no cycle beyond its own."""
+    dut = ResidentMemory(64, DEPTH, output_register=output_register)
+    first = 2 if output_register else 1
+    length = 20
+    stalls = {5: 3, 11: 1}                  # at output word k, the consumer waits this many cycles
+    timeline = []
+
+    async def bench(ctx):
+        for addr in range(DEPTH):
+            ctx.set(dut.w_addr, addr)
+            ctx.set(dut.w_data, addr * 0x0101)
+            ctx.set(dut.w_en, 1)
+            await ctx.tick()
+        ctx.set(dut.w_en, 0)
+        ctx.set(dut.length, length)
+        ctx.set(dut.start, 1)
+        await ctx.tick()
+        ctx.set(dut.start, 0)
+        cycle, waited = 0, {}
+        while len(timeline) < length:
+            k = len(timeline)
+            ready = waited.get(k, 0) >= stalls.get(k, 0)
+            if not ready:
+                waited[k] = waited.get(k, 0) + 1
+            ctx.set(dut.o_stream.ready, ready)
+            if ready and ctx.get(dut.o_stream.valid):
+                timeline.append((cycle, ctx.get(dut.o_stream.payload)))
+            await ctx.tick()
+            cycle += 1
+            assert cycle < 4 * length
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert [word for _, word in timeline] == [addr * 0x0101 for addr in range(length)]
+    # cycles counted from the one after start's
+    expected, t = [], first
+    for k in range(length):
+        t += stalls.get(k, 0)
+        expected.append(t)
+        t += 1
+    assert [c for c, _ in timeline] == expected
