@@ -32,11 +32,11 @@ test: $(STAMP) lint
 bench: $(STAMP)
 	$(VENV)/bin/zipml bench --out results
 
-# The ULX3S W = 64 bitstream is nextpnr seed 2 (seeds 3 and 4 missed 60 MHz at 025599c);
-# the W = 128 one the default seed, 1 (docs/PIPELINE.md, "The clock of the ULX3S trainers").
+# Both ULX3S bitstreams are nextpnr's default seed, 1 (docs/PIPELINE.md, "The clock of the
+# ULX3S trainers").
 bitstreams: $(STAMP)
 	$(VENV)/bin/zipml build --board icebreaker
-	$(VENV)/bin/zipml build --board ulx3s-85f --seed 2
+	$(VENV)/bin/zipml build --board ulx3s-85f
 	$(VENV)/bin/zipml build --board ulx3s-85f-w128
 
 program: $(STAMP)

@@ -237,8 +237,8 @@ BOARDS = {
         width=64, n_max=256,
         lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
         core="device",
-        # 60 MHz / 3 Mbaud = 20 cycles per bit.
-        clk_in=25e6, clk_target=60e6,
+        # 75 MHz / 3 Mbaud = 25 cycles per bit.
+        clk_in=25e6, clk_target=75e6,
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
         nextpnr_opts="--router router2",         # routes the trainer in about 60 iterations
@@ -253,7 +253,7 @@ BOARDS = {
         width=128, n_max=256,
         lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
         core="device",
-        clk_in=25e6, clk_target=60e6,             # 60 MHz / 3 Mbaud = 20 cycles per bit
+        clk_in=25e6, clk_target=75e6,             # 75 MHz / 3 Mbaud = 25 cycles per bit
         baud=3_000_000, uart_bridge="FT231X",
         synth_opts="",
         nextpnr_opts="--router router2",
