@@ -12,6 +12,23 @@ from zipml.sim.runner import build_and_test, build_dir_for, primitive_model
 DEPTH = 64
 
 
+async def write_words(ctx, dut, words, order):
+    """Write ``words[addr]`` at each address of ``order``, one per cycle."""
+    for addr in order:
+        ctx.set(dut.w_addr, int(addr))
+        ctx.set(dut.w_data, words[addr])
+        ctx.set(dut.w_en, 1)
+        await ctx.tick()
+    ctx.set(dut.w_en, 0)
+
+
+async def start_read_out(ctx, dut, length):
+    ctx.set(dut.length, length)
+    ctx.set(dut.start, 1)
+    await ctx.tick()
+    ctx.set(dut.start, 0)
+
+
 @pytest.mark.parametrize("output_register", [False, True])
 @pytest.mark.parametrize("width", [32, 128])
 def test_read_out_follows_writes(width, output_register):
@@ -23,17 +40,9 @@ def test_read_out_follows_writes(width, output_register):
     seen = []
 
     async def bench(ctx):
-        for addr in rng.permutation(DEPTH):
-            ctx.set(dut.w_addr, int(addr))
-            ctx.set(dut.w_data, words[addr])
-            ctx.set(dut.w_en, 1)
-            await ctx.tick()
-        ctx.set(dut.w_en, 0)
+        await write_words(ctx, dut, words, rng.permutation(DEPTH))
         for length, cut in runs:
-            ctx.set(dut.length, length)
-            ctx.set(dut.start, 1)
-            await ctx.tick()
-            ctx.set(dut.start, 0)
+            await start_read_out(ctx, dut, length)
             out, cycles = [], 0
             while (len(out) < length) if cut is None else (cycles < cut):
                 ready = bool(rng.integers(0, 3))
@@ -81,19 +90,12 @@ def test_read_out_one_word_per_cycle(output_register):
     first = 2 if output_register else 1
     length = 20
     stalls = {5: 3, 11: 1}                  # at output word k, the consumer waits this many cycles
+    words = [addr * 0x0101 for addr in range(DEPTH)]
     timeline = []
 
     async def bench(ctx):
-        for addr in range(DEPTH):
-            ctx.set(dut.w_addr, addr)
-            ctx.set(dut.w_data, addr * 0x0101)
-            ctx.set(dut.w_en, 1)
-            await ctx.tick()
-        ctx.set(dut.w_en, 0)
-        ctx.set(dut.length, length)
-        ctx.set(dut.start, 1)
-        await ctx.tick()
-        ctx.set(dut.start, 0)
+        await write_words(ctx, dut, words, range(DEPTH))
+        await start_read_out(ctx, dut, length)
         cycle, waited = 0, {}
         while len(timeline) < length:
             k = len(timeline)
@@ -111,7 +113,7 @@ def test_read_out_one_word_per_cycle(output_register):
     sim.add_clock(1e-6)
     sim.add_testbench(bench)
     sim.run()
-    assert [word for _, word in timeline] == [addr * 0x0101 for addr in range(length)]
+    assert [word for _, word in timeline] == words[:length]
     # cycles counted from the one after start's
     expected, t = [], first
     for k in range(length):
