@@ -722,8 +722,7 @@ class DeviceCore(wiring.Component):
                         with m.Case(Cmd.CONFIGURE.value):
                             m.d.comb += power_up.eq(1)
                             m.d.sync += [configured.eq(1), creq.eq(req_cfg), *kept_fields,
-                                         lr_now.eq(req_cfg.lr),
-                                         cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
+                                         lr_now.eq(req_cfg.lr)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
                             with m.If(lm_empty):
@@ -757,7 +756,8 @@ class DeviceCore(wiring.Component):
                 # per_word and per_last take creq in (two cycles); the counters that start from
                 # it load it (from creq, as when they restart: one source each)
                 m.d.comb += rows_to_go_load.eq(1)
-                m.d.sync += [decay_left.eq(creq.lr_decay_epochs)]
+                m.d.sync += [decay_left.eq(creq.lr_decay_epochs),
+                             cfg_rem.eq(creq.n_features), row_words.eq(1)]
                 m.next = "CFG_CONST"
             with m.State("CFG_CONST"):
                 m.next = "CFG_R"

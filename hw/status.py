@@ -34,7 +34,7 @@ _PENDING_BITS = ceil_log2(_BYTES) + 1      # a round's events, at most one per c
 class StatusBank(wiring.Component):
     """Wrapping event counters and snapshots of :class:`~zipml.protocol.StatusReply`.
 
-    A snapshot asked for with ``snap`` is taken by the next whole round (at most 2 * 32 + 2
+    A snapshot asked for with ``snap`` is taken by the next whole round (at most 2 * 32 + 3
     cycles): each counter as it stands when the round reaches its lowest byte, the other fields
     from ``fields``, which must hold still while ``busy``. The read port then reads it at
     addresses 0 .. 31 and ``constants`` (reply bytes fixed at build time) from
@@ -87,7 +87,7 @@ class StatusBank(wiring.Component):
         m.submodules.shot = shot = memory.Memory(
             shape=8, depth=self.depth, init=[0] * CONSTANTS_AT + list(self.constants),
             attrs=BLOCK_RAM)
-        # (the round reads `ptr` and writes `at`, the byte before; the snapshot is read only
+        # (the round reads `ptr` and writes `at`, two bytes before; the snapshot is read only
         # while no round writes it)
         live_wr, shot_wr = live.write_port(), shot.write_port()
         live_rd = unchecked_read_port(m, live, live_wr, platform, "live_rd")
@@ -95,16 +95,21 @@ class StatusBank(wiring.Component):
         m.d.comb += [shot_rd.addr.eq(self.rd_addr), shot_rd.en.eq(self.rd_en),
                      self.rd_data.eq(shot_rd.data)]
 
-        # round stage 1: the byte at `ptr` is read; stage 2: it comes out of the RAM at `at`
+        # round stage 1: the byte at `ptr` is read; stage 2: it comes out of the RAM into a
+        # register (a block RAM's output goes no further than a flip-flop); stage 3: it is
+        # counted at `at`
         ptr = Signal(range(_BYTES))
+        out_at = Signal(range(_BYTES))
         at = Signal(range(_BYTES))
+        live_byte = Signal(8)
         asked = Signal()                    # a snapshot waits for the next round
         shooting = Signal()                 # stage 1 is in a snapshot round
-        writing = Signal()                  # ... stage 2
+        reading = Signal()                  # ... stage 2
+        writing = Signal()                  # ... stage 3
         m.d.comb += [live_rd.addr.eq(ptr),
-                     self.busy.eq(asked | shooting | writing | shot_wr.en)]
-        m.d.sync += [ptr.eq(Mux(ptr == _BYTES - 1, 0, ptr + 1)), at.eq(ptr),
-                     writing.eq(shooting)]
+                     self.busy.eq(asked | shooting | reading | writing | shot_wr.en)]
+        m.d.sync += [ptr.eq(Mux(ptr == _BYTES - 1, 0, ptr + 1)), out_at.eq(ptr), at.eq(out_at),
+                     live_byte.eq(live_rd.data), reading.eq(shooting), writing.eq(reading)]
         with m.If(ptr == _BYTES - 1):
             m.d.sync += [shooting.eq(asked | self.snap), asked.eq(0)]
         with m.Elif(self.snap):
@@ -125,7 +130,7 @@ class StatusBank(wiring.Component):
         armed = Signal(len(COUNTERS))       # ... and this round writes all of them from 0
         carry = Signal()
         add = Mux(lowest, Cat(pending).word_select(which, _PENDING_BITS), carry)
-        total = Mux(cleared.bit_select(which, 1), 0, live_rd.data) + add
+        total = Mux(cleared.bit_select(which, 1), 0, live_byte) + add
         m.d.sync += carry.eq(total[8] & counted)
         # both RAMs are written a cycle later, from registers (a block RAM's output, an addition
         # and a select in front of another block RAM's input are a long path on ECP5): the

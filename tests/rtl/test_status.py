@@ -97,7 +97,7 @@ def test_snapshots_follow_the_counts(seed):
                 cycles += 1
                 if not ctx.get(dut.busy):
                     break
-            assert cycles <= 2 * REPLY_BYTES + 2
+            assert cycles <= 2 * REPLY_BYTES + 3
             ctx.set(dut.inc, 0)
             got = unpack_struct(StatusReply, await read(ctx, dut, 0, REPLY_BYTES))
             for name, value in fields.items():
