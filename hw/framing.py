@@ -213,27 +213,27 @@ class FrameReceiver(wiring.Component):
                 m.d.sync += overlong.eq(1)
             with m.Else():
                 m.d.sync += count.eq(count + 1)
-            # The byte two places back (count - 2) is no longer a candidate for the CRC: keep it.
-            with m.Switch(count):
-                with m.Case(0, 1):
-                    pass
-                with m.Case(2):
-                    m.d.sync += cmd.eq(d1)
-                with m.Case(3):
-                    m.d.sync += seq.eq(d1)
-                with m.Case(4):
-                    m.d.sync += length[:8].eq(d1)
-                with m.Case(5):
-                    full = Cat(length[:8], d1)
-                    m.d.sync += [length[8:].eq(d1), owed.eq(full), len_ok.eq(full == 0),
-                                 too_large.eq(full > self.max_payload)]
-                with m.Default():
-                    m.d.sync += [owed.eq(owed - 1), len_ok.eq(owed == 1)]
-                    with m.If(~ring_full):
-                        m.d.comb += wr.en.eq(1)
-                        m.d.sync += wp.eq(wp + 1)
-                    with m.Else():
-                        m.d.sync += overflow.eq(1)
+            # The byte two places back is no longer a candidate for the CRC: keep it.
+            leaving = count - 2
+            with m.If(count >= 2):
+                with m.Switch(leaving):
+                    with m.Case(0):
+                        m.d.sync += cmd.eq(d1)
+                    with m.Case(1):
+                        m.d.sync += seq.eq(d1)
+                    with m.Case(2):
+                        m.d.sync += length[:8].eq(d1)
+                    with m.Case(3):
+                        full = Cat(length[:8], d1)
+                        m.d.sync += [length[8:].eq(d1), owed.eq(full), len_ok.eq(full == 0),
+                                     too_large.eq(full > self.max_payload)]
+                    with m.Default():
+                        m.d.sync += [owed.eq(owed - 1), len_ok.eq(owed == 1)]
+                        with m.If(~ring_full):
+                            m.d.comb += wr.en.eq(1)
+                            m.d.sync += wp.eq(wp + 1)
+                        with m.Else():
+                            m.d.sync += overflow.eq(1)
 
         # --- verdict at the closing FEND --------------------------------------------------
         status = Signal(Status)
