@@ -334,7 +334,8 @@ class DeviceCore(wiring.Component):
         # every run; a pipeline being reset has none), kept with READ_STATUS's snapshots and
         # IDENTIFY's reply in block RAM
         m.submodules.status = status_bank = StatusBank(
-            constants=protocol.identify_reply(**self.capabilities))
+            constants=protocol.identify_reply(**self.capabilities),
+            read_register=not self.serial)
         # (registered, as is the counters' clear: both reach the bank a cycle late, so the
         # events of a reset's cycle still go uncounted)
         ev = Signal.like(pipe.events)
