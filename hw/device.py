@@ -334,8 +334,7 @@ class DeviceCore(wiring.Component):
         # every run; a pipeline being reset has none), kept with READ_STATUS's snapshots and
         # IDENTIFY's reply in block RAM
         m.submodules.status = status_bank = StatusBank(
-            constants=protocol.identify_reply(**self.capabilities),
-            read_register=not self.serial)
+            constants=protocol.identify_reply(**self.capabilities))
         # (registered, as is the counters' clear: both reach the bank a cycle late, so the
         # events of a reset's cycle still go uncounted)
         ev = Signal.like(pipe.events)
@@ -723,7 +722,8 @@ class DeviceCore(wiring.Component):
                         with m.Case(Cmd.CONFIGURE.value):
                             m.d.comb += power_up.eq(1)
                             m.d.sync += [configured.eq(1), creq.eq(req_cfg), *kept_fields,
-                                         lr_now.eq(req_cfg.lr)]
+                                         lr_now.eq(req_cfg.lr),
+                                         cfg_rem.eq(req_cfg.n_features), row_words.eq(1)]
                             m.next = "CFG_FMT"
                         with m.Case(Cmd.LOAD_MODEL.value):
                             with m.If(lm_empty):
@@ -757,8 +757,7 @@ class DeviceCore(wiring.Component):
                 # per_word and per_last take creq in (two cycles); the counters that start from
                 # it load it (from creq, as when they restart: one source each)
                 m.d.comb += rows_to_go_load.eq(1)
-                m.d.sync += [decay_left.eq(creq.lr_decay_epochs),
-                             cfg_rem.eq(creq.n_features), row_words.eq(1)]
+                m.d.sync += [decay_left.eq(creq.lr_decay_epochs)]
                 m.next = "CFG_CONST"
             with m.State("CFG_CONST"):
                 m.next = "CFG_R"

@@ -121,8 +121,8 @@ class FrameReceiver(wiring.Component):
         wp = Signal(abits + 1)
         wc = Signal(abits + 1)
         rp = Signal(abits + 1)
-        ring_full = Signal()                # wp - rp == depth, without the subtraction
-        m.d.comb += ring_full.eq((wp[:abits] == rp[:abits]) & (wp[abits] != rp[abits]))
+        used = Signal(abits + 1)
+        m.d.comb += used.eq(wp - rp)
 
         # --- read side: committed bytes only ------------------------------------------------
         fetch = ~self.o_payload.valid | self.o_payload.ready
@@ -229,7 +229,7 @@ class FrameReceiver(wiring.Component):
                                      too_large.eq(full > self.max_payload)]
                     with m.Default():
                         m.d.sync += [owed.eq(owed - 1), len_ok.eq(owed == 1)]
-                        with m.If(~ring_full):
+                        with m.If(used != self.depth):
                             m.d.comb += wr.en.eq(1)
                             m.d.sync += wp.eq(wp + 1)
                         with m.Else():

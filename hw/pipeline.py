@@ -178,7 +178,7 @@ class SGDPipeline(wiring.Component):
         self.row_words_max = max(row_words(width, f, n_max) for f in self.formats)
         self.dot_latency = timing.dot_latency(width, mul_stages, self.lanes)
         self.tree_stages = timing.tree_stages(width, self.lanes)
-        self.fifo_depth = self.row_words_max + self.dot_latency + 6
+        self.fifo_depth = self.row_words_max + self.dot_latency + 4
         self.acc_width = 42 + max(1, (n_max - 1).bit_length()) + 1
         self.lo_width = _LO_SHIFT + max(1, (n_max - 1).bit_length()) + 1
         super().__init__({
@@ -278,8 +278,7 @@ class SGDPipeline(wiring.Component):
             return regs
 
         def lane_mask(count):
-            """Bit j set for the lanes below ``count`` (of two counts, ``lane_mask(a) &
-            lane_mask(b)``: the lanes below the smaller, without a compare of the two)."""
+            """Bit j set for the lanes below ``count``."""
             return Cat(count > j for j in range(L))
 
         def decode_into_registers(words, sample, name, load=None):
@@ -307,8 +306,6 @@ class SGDPipeline(wiring.Component):
         is_raw = Signal()
         per_word = Signal(range(L + 1))
         per_last = Signal(range(L + 1))
-        per_two = Signal(range(2 * L + 1))  # per_word + per_last
-        per_word_m1 = Signal(range(L + 1))  # per_word - 1
         raw_now = cfg.encoding == Encoding.RAW
         m.d.sync += is_raw.eq(raw_now)
         # the lanes' copies (one cycle after the configuration, like the constants above)
@@ -324,21 +321,15 @@ class SGDPipeline(wiring.Component):
         table_g = replicas("table_mode", 1, cfg.levels == LevelMode.TABLE)
         unsigned_g = replicas("unsigned_levels", 1, cfg.levels == LevelMode.UNIFORM_UNSIGNED)
         for f in format_cases(m, cfg.encoding, fid, self.formats):
-            m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f)),
-                         per_two.eq(lanes_in_word(W, f) + lanes_in_last_word(W, f)),
-                         per_word_m1.eq(lanes_in_word(W, f) - 1)]
+            m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f))]
             if f.encoding != Encoding.RAW:
                 m.d.sync += [h.eq(1 << (MAX_BITS - f.bits)) for h in half_g]
         n = cfg.n_features
 
         # --- memories ----------------------------------------------------------------------------
         work_rd, work_wr, snap_rd, snap_wr, tab_a, tab_b = [], [], [], [], [], []
-        # a table entry is registered once where it comes in (its source may be a block RAM's
-        # output), then copied to each group of lanes
-        twrite_layout = data.StructLayout({"valid": 1, "entry": TableEntry})
-        twrite = Signal(twrite_layout)
-        m.d.sync += twrite.eq(Cat(self.i_table.valid, self.i_table.payload))
-        twrite_g = replicas("twrite", twrite_layout, twrite, reset_less=False)
+        twrite_g = replicas("twrite", data.StructLayout({"valid": 1, "entry": TableEntry}),
+                            Cat(self.i_table.valid, self.i_table.payload), reset_less=False)
         for j in range(L):
             depth = self.depths[j]
             abits = ceil_log2(depth)
@@ -401,20 +392,10 @@ class SGDPipeline(wiring.Component):
         in_first_batch = Signal()
         in_rbank = Signal()
         in_done = Signal()                  # every row of the epoch accepted
-        # the counters' tests as flags, set as the counters change: S0's accept logic starts
-        # at flip-flops, not at compares
-        in_first_word = Signal()            # in_wi == 0
-        in_batch_start = Signal()           # ... and in_row_batch == 0
-        in_last_word = Signal()             # in_rem <= per_last
-        in_last_in_batch = Signal()         # in_row_batch == batch - 1
-        in_last_of_epoch = Signal()         # in_row_epoch == rows_per_epoch - 1
 
         def restart_input():
             return [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(0), in_row_batch.eq(0),
-                    in_kpar.eq(0), in_first_batch.eq(1), in_done.eq(0),
-                    in_first_word.eq(1), in_batch_start.eq(1), in_last_word.eq(n <= per_last),
-                    in_last_in_batch.eq(cfg.batch == 1),
-                    in_last_of_epoch.eq(cfg.rows_per_epoch == 1)]
+                    in_kpar.eq(0), in_first_batch.eq(1), in_done.eq(0)]
 
         # update-side completion pulses (U2), defined below
         row_done_now = Signal()
@@ -424,23 +405,18 @@ class SGDPipeline(wiring.Component):
 
         # --- S0: accept --------------------------------------------------------------------------
         running = Signal()
-        batch_start = in_batch_start
+        batch_start = (in_wi == 0) & (in_row_batch == 0)
         may_start = (outstanding - batch_done_now) <= cfg.delay
-        # the replay FIFOs are written from S1's registers, a cycle after the accept; room
-        # for it is a register too, two words short of full (the word in S1, and the level
-        # it reads is a cycle old). U0 never waits, so the FIFOs hold a row and a dot latency
-        # at most: the depth covers that, and ready never falls for lack of room.
-        replay_room = Signal()
-        m.d.sync += replay_room.eq(replay.w_level <= self.fifo_depth - 3)
-        m.d.comb += self.i_stream.ready.eq(running & ~in_done & replay_room &
+        m.d.comb += self.i_stream.ready.eq(running & ~in_done & replay.w_rdy &
                                            (~batch_start | may_start))
         accept = self.i_stream.valid & self.i_stream.ready
-        s1_word = Signal(W, reset_less=True)
-        m.d.sync += s1_word.eq(self.i_stream.payload)
+        for replay_g, (lo, hi) in zip(replays, group_bits):
+            m.d.comb += [replay_g.w_data.eq(self.i_stream.payload[lo:hi]),
+                         replay_g.w_en.eq(accept)]
 
-        last_word = in_last_word
-        last_of_epoch = in_last_of_epoch
-        last_of_batch = in_last_in_batch | last_of_epoch
+        last_word = in_rem <= per_last
+        last_of_epoch = in_row_epoch == cfg.rows_per_epoch - 1
+        last_of_batch = (in_row_batch == cfg.batch - 1) | last_of_epoch
         rbank_now = Signal()
         m.d.comb += rbank_now.eq(in_rbank)
         with m.If(batch_start):
@@ -449,8 +425,6 @@ class SGDPipeline(wiring.Component):
         wbank_now = epoch_bank ^ 1 ^ in_kpar
 
         s1_valid = Signal()
-        for replay_g, (lo, hi) in zip(replays, group_bits):
-            m.d.comb += [replay_g.w_data.eq(s1_word[lo:hi]), replay_g.w_en.eq(s1_valid)]
         # S0 decodes the codes of sample A into S1's registers; RAW lanes keep their bits
         s1_codes = decode_into_registers([self.i_stream.payload for _ in groups], "A", "s1")
         s1_raw = Signal(32 * self.raw_lanes, reset_less=True)
@@ -466,8 +440,8 @@ class SGDPipeline(wiring.Component):
         # enable on them would be one more net across every lane
         m.d.sync += [
             s1_valid.eq(accept),
-            s1_lane_ok.eq(lane_mask(in_rem) & lane_mask(per_word)),
-            s1_meta.first.eq(in_first_word), s1_meta.last.eq(last_word),
+            s1_lane_ok.eq(lane_mask(Mux(in_rem < per_word, in_rem, per_word))),
+            s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
             s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
             s1_meta.last_of_epoch.eq(last_of_epoch),
             s1_meta.label.eq(self.i_stream.payload[W - LABEL_BITS:]),
@@ -478,23 +452,16 @@ class SGDPipeline(wiring.Component):
                 m.d.sync += [outstanding.eq(outstanding + 1 - batch_done_now),
                              in_first_batch.eq(0)]
             with m.If(last_word):
-                m.d.sync += [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(in_row_epoch + 1),
-                             in_first_word.eq(1), in_last_word.eq(n <= per_last),
-                             in_last_of_epoch.eq(in_row_epoch + 1 == cfg.rows_per_epoch - 1)]
+                m.d.sync += [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(in_row_epoch + 1)]
                 with m.If(last_of_batch):
-                    m.d.sync += [in_row_batch.eq(0), in_kpar.eq(~in_kpar),
-                                 in_batch_start.eq(1), in_last_in_batch.eq(cfg.batch == 1)]
+                    m.d.sync += [in_row_batch.eq(0), in_kpar.eq(~in_kpar)]
                 with m.Else():
-                    m.d.sync += [in_row_batch.eq(in_row_batch + 1), in_batch_start.eq(0),
-                                 in_last_in_batch.eq(in_row_batch + 1 == cfg.batch - 1)]
+                    m.d.sync += in_row_batch.eq(in_row_batch + 1)
                 with m.If(last_of_epoch):
                     m.d.sync += in_done.eq(1)
             with m.Else():
-                # in_rem - per_word <= per_last, without the subtraction
                 m.d.sync += [in_wi.eq(in_wi + 1),
-                             in_rem.eq(Mux(in_rem > per_word, in_rem - per_word, 0)),
-                             in_first_word.eq(0), in_batch_start.eq(0),
-                             in_last_word.eq(in_rem <= per_two)]
+                             in_rem.eq(Mux(in_rem > per_word, in_rem - per_word, 0))]
         with m.If(~(accept & batch_start) & batch_done_now):
             m.d.sync += outstanding.eq(outstanding - 1)
 
@@ -620,19 +587,9 @@ class SGDPipeline(wiring.Component):
             "c": signed(32), "sat": 1, "last_of_batch": 1, "last_of_epoch": 1, "wbank": 1})
         u_row = Signal(row_layout)
         u_first = scalar.o_valid
-        # a row's first word takes its count, last flag and lanes from registers (n and the
-        # lane counts hold while a run is under way), so these follow the scalar's output
-        # valid through one multiplexer, not a compare
-        first_last, first_rem, first_ok = Signal(), Signal(17), Signal(L)
-        m.d.sync += [first_last.eq(n <= per_last),
-                     first_rem.eq(Mux(n > per_word, n - per_word, 0)),
-                     first_ok.eq(lane_mask(Mux(n < per_word, n, per_word)))]
-        # (the counters and each group's lanes test their own copies of the scalar's valid)
-        u_first_ctl = Signal(name="u_first_ctl_replica")
-        u_first_g = replicas("u_first", 1, scalar.o_valid_next, reset_less=False)
-        m.d.sync += u_first_ctl.eq(scalar.o_valid_next)
-        wi0 = Mux(u_first_ctl, 0, u_wi)
-        last0 = Mux(u_first_ctl, first_last, u_rem <= per_last)
+        wi0 = Mux(u_first, 0, u_wi)
+        rem0 = Mux(u_first, n, u_rem)
+        last0 = rem0 <= per_last
         # U0 pops a word (u_first | u_busy), from a register and its replicas per group of
         # lanes: it enables the replay FIFOs' reads and the head registers across the array,
         # so it is computed a cycle early, from the scalar's valid a cycle before its output
@@ -673,17 +630,16 @@ class SGDPipeline(wiring.Component):
         with m.If(takes[0]):
             m.d.sync += head_raw.eq(heads[0])
         with m.If(u_go):
-            m.d.sync += [u_wi.eq(wi0 + 1),
-                         u_rem.eq(Mux(u_first_ctl, first_rem,
-                                      Mux(u_rem > per_word, u_rem - per_word, 0))),
-                         u_busy.eq(~last0)]
+            m.d.sync += [u_wi.eq(wi0 + 1), u_rem.eq(Mux(rem0 > per_word, rem0 - per_word, 0)),
+                     u_busy.eq(~last0)]
 
         u1_valid, u1_last = Signal(), Signal()   # U0, combinational
         u1_wi = Signal.like(in_wi)
+        u1_cnt = Signal(range(L + 1))
         u1_row = Signal(row_layout)
         # U0 pops the head registers.
         m.d.comb += [u1_valid.eq(u_go), u1_wi.eq(wi0),
-                     u1_last.eq(last0),
+                     u1_cnt.eq(Mux(rem0 < per_word, rem0, per_word)), u1_last.eq(last0),
                      u1_row.eq(row_now)]
 
         # --- U0 (continued): codes of sample B -------------------------------------------------
@@ -694,9 +650,7 @@ class SGDPipeline(wiring.Component):
         c_g = replicas("c", signed(32), u1_row.c)
         u2_wi_g = replicas("u2_wi", len(in_wi), u1_wi)
         u1_lane_ok = Signal(L)
-        rem_ok = lane_mask(u_rem) & lane_mask(per_word)
-        m.d.comb += u1_lane_ok.eq(Cat(Mux(u_first_g[j // _GROUP], first_ok[j], rem_ok[j])
-                                      for j in range(L)))
+        m.d.comb += u1_lane_ok.eq(lane_mask(u1_cnt))
         u2_uni, u2_raw, u2_ok = [], [], []
         for j in range(L):
             g = j // _GROUP
@@ -823,36 +777,34 @@ class SGDPipeline(wiring.Component):
         loading = Signal()
         reading = Signal()
         # A read-back word takes READBACK_STAGES registers after its bank's read: the lanes'
-        # w_read registers (loaded every cycle), the lane select into a register, a 5-word
-        # FIFO (its LUT RAM written from that register), the FIFO.
+        # w_read registers (loaded every cycle), the lane select into a 4-word FIFO, the FIFO.
         # A read is issued only when the FIFO has room for it and the words in flight, so
         # nothing in flight ever waits (the banks have no read enable: it would reach every
         # bit of their read registers across the lane array).
-        m.submodules.readback = rb_fifo = fifo.SyncFIFO(width=MODEL_BITS, depth=5)
-        rb_v1, rb_v2, rb_v3 = Signal(), Signal(), Signal()
+        m.submodules.readback = rb_fifo = fifo.SyncFIFO(width=MODEL_BITS, depth=4)
+        rb_v1, rb_v2 = Signal(), Signal()
         rb_lane_d1, rb_lane_d2 = Signal(range(L)), Signal(range(L))
-        rb_word = Signal(MODEL_BITS, reset_less=True)
-        rb_room = rb_fifo.level + rb_v1 + rb_v2 + rb_v3 < rb_fifo.depth
+        rb_room = rb_fifo.level + rb_v1 + rb_v2 < rb_fifo.depth
         rb_issue = reading & rb_room & (rb_cnt != n)
-        rb_finish = reading & (rb_cnt == n) & ~rb_v1 & ~rb_v2 & ~rb_v3 & ~rb_fifo.r_rdy
-        m.d.sync += [rb_v1.eq(rb_issue), rb_v2.eq(rb_v1), rb_v3.eq(rb_v2),
-                     rb_lane_d1.eq(rb_lane), rb_lane_d2.eq(rb_lane_d1),
-                     rb_word.eq(Array(w_reads)[rb_lane_d2])]
-        m.d.comb += [rb_fifo.w_en.eq(rb_v3), rb_fifo.w_data.eq(rb_word),
+        rb_finish = reading & (rb_cnt == n) & ~rb_v1 & ~rb_v2 & ~rb_fifo.r_rdy
+        m.d.sync += [rb_v1.eq(rb_issue), rb_v2.eq(rb_v1),
+                     rb_lane_d1.eq(rb_lane), rb_lane_d2.eq(rb_lane_d1)]
+        m.d.comb += [rb_fifo.w_en.eq(rb_v2),
+                     rb_fifo.w_data.eq(Array(w_reads)[rb_lane_d2]),
                      self.o_model.valid.eq(rb_fifo.r_rdy),
                      self.o_model.payload.eq(rb_fifo.r_data),
                      rb_fifo.r_en.eq(self.o_model.ready),
                      self.i_model.ready.eq(loading)]
         with m.If(rb_issue):
             m.d.sync += rb_cnt.eq(rb_cnt + 1)
-            with m.If(rb_lane == per_word_m1):
+            with m.If(rb_lane == per_word - 1):
                 m.d.sync += [rb_lane.eq(0), rb_addr.eq(rb_addr + 1)]
             with m.Else():
                 m.d.sync += rb_lane.eq(rb_lane + 1)
         ld_fire = self.i_model.valid & loading
         with m.If(ld_fire):
             m.d.sync += ld_cnt.eq(ld_cnt + 1)
-            with m.If(ld_lane == per_word_m1):
+            with m.If(ld_lane == per_word - 1):
                 m.d.sync += [ld_lane.eq(0), ld_addr.eq(ld_addr + 1)]
             with m.Else():
                 m.d.sync += ld_lane.eq(ld_lane + 1)

@@ -2,7 +2,7 @@
 section 4, steps 1 to 4), five or six registered stages.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import memory, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,7 +21,6 @@ from ..contract import (
     sigmoid_table,
 )
 from ..sim.timing import SCALAR_STAGES, SERIAL_SCALAR_STAGES
-from .lanes import sum_tree
 
 __all__ = ["GradientScalar", "saturate", "sigmoid_index", "decayed_lr", "decay_epoch",
            "count_decay_step"]
@@ -259,19 +258,13 @@ class GradientScalar(wiring.Component):
             # neither the rounding nor a carry: the sum starts there (shorter carry chains)
             base = min(at for _, at in parts if at)
             assert base < c_shift
-            # the rounding constant sits in the low bits of the top part, which are 0 there:
-            # four terms, two levels of two-input additions
-            half = 1 << (c_shift - base - 1)
-            top_part, top_at = parts[-1]
-            assert half < 1 << (top_at - base)
-            terms = [part << (at - base) if at else part >> base for part, at in parts[:-1]]
-            terms.append(Cat(Const(half, top_at - base), top_part).as_signed())
-            m.d.comb += p.eq(sum_tree(m, terms, "p3_sum"))
+            m.d.comb += p.eq(sum(part << (at - base) if at else part >> base
+                                 for part, at in parts))
 
         # C4 (with ``multiplier``: the sum of the partial products and the rounding constant,
         # registered; C5 shifts and clamps): c = sat32(round(g * lr / 2**18)),
         # p = floor(g * lr / 2**base).
-        rounded = p if self.multiplier else p + (1 << (c_shift - base - 1))
+        rounded = p + (1 << (c_shift - base - 1))
         v_last, sat_last = v3, sat3
         if self.multiplier:
             v4, sat4 = Signal(), Signal()

@@ -35,19 +35,15 @@ class StatusBank(wiring.Component):
     """Wrapping event counters and snapshots of :class:`~zipml.protocol.StatusReply`.
 
     A snapshot asked for with ``snap`` is taken by the next whole round (at most 2 * 32 + 2
-    cycles, one more with ``read_register``): each counter as it stands when the round reaches
-    its lowest byte, the other fields from ``fields``, which must hold still while ``busy``.
-    The read port then reads it at addresses 0 .. 31 and ``constants`` (reply bytes fixed at
-    build time) from :data:`CONSTANTS_AT` (32) on.
+    cycles): each counter as it stands when the round reaches its lowest byte, the other fields
+    from ``fields``, which must hold still while ``busy``. The read port then reads it at
+    addresses 0 .. 31 and ``constants`` (reply bytes fixed at build time) from
+    :data:`CONSTANTS_AT` (32) on.
 
     Parameters
     ----------
     constants : bytes
         Read-only bytes after the snapshot.
-    read_register : bool
-        Register the counters' bytes as they leave their block RAM, a stage before they are
-        counted (an ECP5 block RAM's data leaves it 5.8 ns after the clock; on the iCE40 the
-        register costs more than it saves).
 
     Members
     -------
@@ -67,9 +63,8 @@ class StatusBank(wiring.Component):
         The byte at ``rd_addr``, a cycle after ``rd_en``.
     """
 
-    def __init__(self, constants=b"", *, read_register=False):
+    def __init__(self, constants=b""):
         self.constants = bytes(constants)
-        self.read_register = read_register
         self.depth = CONSTANTS_AT + len(self.constants)
         super().__init__({
             "inc": In(len(COUNTERS)),
@@ -92,7 +87,7 @@ class StatusBank(wiring.Component):
         m.submodules.shot = shot = memory.Memory(
             shape=8, depth=self.depth, init=[0] * CONSTANTS_AT + list(self.constants),
             attrs=BLOCK_RAM)
-        # (the round reads `ptr` and writes `at`, a byte or two before; the snapshot is read only
+        # (the round reads `ptr` and writes `at`, the byte before; the snapshot is read only
         # while no round writes it)
         live_wr, shot_wr = live.write_port(), shot.write_port()
         live_rd = unchecked_read_port(m, live, live_wr, platform, "live_rd")
@@ -100,24 +95,16 @@ class StatusBank(wiring.Component):
         m.d.comb += [shot_rd.addr.eq(self.rd_addr), shot_rd.en.eq(self.rd_en),
                      self.rd_data.eq(shot_rd.data)]
 
-        # round stage 1: the byte at `ptr` is read; stage 2: it comes out of the RAM and is
-        # counted at `at` (with ``read_register``, stage 2 registers it and stage 3 counts it)
+        # round stage 1: the byte at `ptr` is read; stage 2: it comes out of the RAM at `at`
         ptr = Signal(range(_BYTES))
         at = Signal(range(_BYTES))
         asked = Signal()                    # a snapshot waits for the next round
         shooting = Signal()                 # stage 1 is in a snapshot round
-        writing = Signal()                  # ... the counting stage
-        m.d.comb += live_rd.addr.eq(ptr)
-        m.d.sync += ptr.eq(Mux(ptr == _BYTES - 1, 0, ptr + 1))
-        if self.read_register:
-            out_at, live_byte, reading = Signal.like(at), Signal(8), Signal()
-            m.d.sync += [out_at.eq(ptr), at.eq(out_at), live_byte.eq(live_rd.data),
-                         reading.eq(shooting), writing.eq(reading)]
-            m.d.comb += self.busy.eq(asked | shooting | reading | writing | shot_wr.en)
-        else:
-            live_byte = live_rd.data
-            m.d.sync += [at.eq(ptr), writing.eq(shooting)]
-            m.d.comb += self.busy.eq(asked | shooting | writing | shot_wr.en)
+        writing = Signal()                  # ... stage 2
+        m.d.comb += [live_rd.addr.eq(ptr),
+                     self.busy.eq(asked | shooting | writing | shot_wr.en)]
+        m.d.sync += [ptr.eq(Mux(ptr == _BYTES - 1, 0, ptr + 1)), at.eq(ptr),
+                     writing.eq(shooting)]
         with m.If(ptr == _BYTES - 1):
             m.d.sync += [shooting.eq(asked | self.snap), asked.eq(0)]
         with m.Elif(self.snap):
@@ -138,7 +125,7 @@ class StatusBank(wiring.Component):
         armed = Signal(len(COUNTERS))       # ... and this round writes all of them from 0
         carry = Signal()
         add = Mux(lowest, Cat(pending).word_select(which, _PENDING_BITS), carry)
-        total = Mux(cleared.bit_select(which, 1), 0, live_byte) + add
+        total = Mux(cleared.bit_select(which, 1), 0, live_rd.data) + add
         m.d.sync += carry.eq(total[8] & counted)
         # both RAMs are written a cycle later, from registers (a block RAM's output, an addition
         # and a select in front of another block RAM's input are a long path on ECP5): the

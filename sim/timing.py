@@ -46,9 +46,8 @@ UPDATE_WRITE = 2
 #: Cycles from an epoch's last write-back to accepting the next epoch's first word.
 EPOCH_GAP = 1
 #: Registers a read-back word passes after its bank's read (the banks' outputs, the lane
-#: select into a register, a 5-word FIFO written from it, the FIFO's output): a model of n
-#: words streams out in n + 1 + READBACK_STAGES cycles.
-READBACK_STAGES = 4
+#: select, a 4-word FIFO): a model of n words streams out in n + 1 + READBACK_STAGES cycles.
+READBACK_STAGES = 3
 
 
 def tree_stages(width, lanes=None):

@@ -22,8 +22,8 @@ FIELDS = {"state": DeviceState.BUSY, "last_error": Status.BAD_CRC, "last_error_c
           "flags": 1, "stored_words": 0x1234_5678, "epochs_left": 0x89AB_CDEF}
 
 
-def run(bench, read_register):
-    dut = StatusBank(constants=CONSTANTS, read_register=read_register)
+def run(bench):
+    dut = StatusBank(constants=CONSTANTS)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
 
@@ -57,9 +57,8 @@ def set_fields(ctx, dut, fields):
         ctx.set(getattr(dut.fields, name), value.value if hasattr(value, "value") else value)
 
 
-@pytest.mark.parametrize("read_register", [False, True], ids=["iCE40", "ECP5"])
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_snapshots_follow_the_counts(seed, read_register):
+def test_snapshots_follow_the_counts(seed):
     rng = np.random.default_rng(seed)
     checked = {"exact": 0, "bounded": 0}
 
@@ -98,7 +97,7 @@ def test_snapshots_follow_the_counts(seed, read_register):
                 cycles += 1
                 if not ctx.get(dut.busy):
                     break
-            assert cycles <= 2 * REPLY_BYTES + 2 + read_register
+            assert cycles <= 2 * REPLY_BYTES + 2
             ctx.set(dut.inc, 0)
             got = unpack_struct(StatusReply, await read(ctx, dut, 0, REPLY_BYTES))
             for name, value in fields.items():
@@ -114,12 +113,11 @@ def test_snapshots_follow_the_counts(seed, read_register):
             raw = pack_struct(StatusReply, **got)
             assert await read(ctx, dut, 0, REPLY_BYTES) == raw
 
-    run(bench, read_register)
+    run(bench)
     assert checked["exact"] > 10 and checked["bounded"] > 5
 
 
-@pytest.mark.parametrize("read_register", [False, True], ids=["iCE40", "ECP5"])
-def test_carries_through_the_bytes(read_register):
+def test_carries_through_the_bytes():
     """70,000 events a counter: the bank carries into the third byte of every counter, and a
     clear in the middle of a round leaves no stale byte behind."""
 
@@ -148,4 +146,4 @@ def test_carries_through_the_bytes(read_register):
             got = await snapshot(ctx, dut)
             assert [got[name] for name in COUNTERS] == [stop, 0, stop, 0]
 
-    run(bench, read_register)
+    run(bench)
