@@ -231,9 +231,10 @@ BOARDS = {
     "ulx3s-85f": Board(
         name="ulx3s-85f", platform=ULX3S_85F_Platform, family="ecp5",
         # W = 64 with 16 lanes: fields of 4 bits and more (SINGLE b >= 4, PAIR and COMPACT
-        # b >= 2, RAW) at one word per cycle; the lane products of the first 8 lanes on the
-        # 18 x 18 multipliers, the rest in logic. W = 128 with 32 lanes synthesizes and
-        # places, but routing stalls (docs/PIPELINE.md).
+        # b >= 2, RAW) at one word per cycle, narrower ones in parts of 16 fields (SINGLE
+        # b = 3: 7); the lane products of the first 8 lanes on the 18 x 18 multipliers, the
+        # rest in logic. W = 128 with 32 lanes synthesizes and places, but routing stalls
+        # (docs/PIPELINE.md).
         width=64, n_max=256,
         lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
         core="device",
@@ -248,8 +249,9 @@ BOARDS = {
     "ulx3s-85f-w128": Board(
         name="ulx3s-85f-w128", platform=ULX3S_85F_Platform, family="ecp5",
         # W = 128 with the same 16 lanes: fields of 8 bits and more (SINGLE b = 8, PAIR
-        # b >= 4, COMPACT b >= 6, RAW) at 16 per cycle, twice the W = 64 build's for them;
-        # narrower fields are refused (32 lanes do not route).
+        # b >= 4, COMPACT b >= 6, RAW) at one word per cycle, twice the W = 64 build's fields
+        # per cycle for them; narrower ones in parts of at most 16 fields (32 lanes do not
+        # route).
         width=128, n_max=256,
         lanes=16, dsp=8, mul_stages=2, serial=False, memory_words=8192, spram=False,
         core="device",

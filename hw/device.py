@@ -146,8 +146,9 @@ class DeviceCore(wiring.Component):
     tables : bool
         Build level tables (``LevelMode.TABLE``).
     lanes : int
-        Fields processed per word (default W); CONFIGURE refuses formats with more fields per
-        word (:func:`zipml.contract.format_fits`).
+        Fields processed per cycle (default W): a word with more goes through the pipeline
+        in parts (:func:`zipml.contract.pipeline_lanes`); CONFIGURE refuses what a build
+        cannot take (:func:`zipml.contract.format_fits`: more fields than lanes at W = 32).
     dsp : bool or int
         Lane products on hard multipliers, every lane's or the first k lanes'
         (:class:`~zipml.hw.pipeline.SGDPipeline`).

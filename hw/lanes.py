@@ -17,7 +17,7 @@ from ..contract import (
     Encoding,
     Format,
     format_fits,
-    lanes_in_word,
+    pipeline_lanes,
 )
 
 __all__ = ["VALUE_FRAC", "VALUE_SHAPE", "FMT_ID_BITS", "BLOCK_RAM", "fmt_id", "format_id",
@@ -86,8 +86,7 @@ def format_constants(m, name, encoding, bits, formats, fields):
 
 def code_formats(width=None, lanes=None):
     """The code formats (SINGLE/PAIR/COMPACT, b = 1..MAX_BITS); given ``width`` and ``lanes``,
-    only those with at most ``lanes`` fields in a ``width``-bit word
-    (:func:`zipml.contract.format_fits`)."""
+    only those a build of ``lanes`` lanes takes (:func:`zipml.contract.format_fits`)."""
     formats = [Format(enc, b) for enc in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
                for b in range(1, MAX_BITS + 1)]
     if lanes is None:
@@ -101,16 +100,16 @@ def all_formats(width=None, lanes=None):
 
 
 def lane_formats(width, lane, lanes=None):
-    """Code formats (of a build with ``lanes`` lanes) in which lane ``lane`` of a
-    ``width``-bit word holds a field."""
-    return [f for f in code_formats(width, lanes) if lane < lanes_in_word(width, f)]
+    """Code formats (of a build with ``lanes`` lanes) in which lane ``lane`` of a word (or of
+    a part of one, :func:`zipml.contract.pipeline_lanes`) holds a field."""
+    return [f for f in code_formats(width, lanes) if lane < pipeline_lanes(width, f, lanes)]
 
 
 def lanes_word_bits(width, lanes, build_lanes=None):
     """``(lo, hi)``: the bits of a ``width``-bit word that any of ``lanes`` reads, in any format
     of a build with ``build_lanes`` lanes (RAW included)."""
     spans = [(j * f.field_bits, (j + 1) * f.field_bits) for f in all_formats(width, build_lanes)
-             for j in lanes if j < lanes_in_word(width, f)]
+             for j in lanes if j < pipeline_lanes(width, f, build_lanes)]
     return min(lo for lo, _ in spans), max(hi for _, hi in spans)
 
 

@@ -10,6 +10,9 @@ Data flow (one word per cycle; stage names as in :mod:`zipml.sim.timing`)::
                             GradientScalar: D, g, c  -------------------->  U2 w = sat(w - delta)
                                                                               (banks: U2 + 1)
 
+A word with more fields than the pipeline has lanes is taken in parts of P fields, one per
+cycle (:func:`zipml.contract.pipeline_lanes`); everything after S0 sees a part as a word.
+
 Model memory, per lane j (feature i lives in lane ``i % P`` at address ``i // P``):
 
 - ``work[j]``: the working model, read-modify-written by every update (the read is transparent
@@ -46,7 +49,8 @@ from ..contract import (
     LevelMode,
     lanes_in_last_word,
     lanes_in_word,
-    row_words,
+    pipeline_lanes,
+    pipeline_row_words,
 )
 from ..sim import timing
 from .lanes import (
@@ -115,9 +119,9 @@ class SGDPipeline(wiring.Component):
         sums and registers the multiplier outputs; 2 also registers their inputs) for a faster
         clock; :mod:`zipml.sim.timing` counts them.
     lanes : int
-        Fields processed per word (``W // 32 .. W``, default W): formats with more fields per
-        word (:func:`zipml.contract.format_fits`) are left out of the build, which saves the
-        arithmetic of lanes ``lanes ..`` where a board is too small for W of them.
+        Fields processed per cycle (``W // 32 .. W``, default W), which saves the arithmetic
+        of lanes ``lanes ..`` where a board is too small for W of them: a word with more
+        fields is taken in parts, one per cycle (:func:`zipml.contract.pipeline_lanes`).
     dsp : bool or int
         Lane products on hard multipliers (two per product; the RAW lanes' multipliers carry
         their code products too) instead of shift-and-add logic: ``True`` for every lane, an
@@ -163,19 +167,24 @@ class SGDPipeline(wiring.Component):
         if not isinstance(dsp, (bool, int)) or dsp < 0:
             raise ValueError(f"dsp must be a bool or a lane count, not {dsp!r}")
         self.formats = all_formats(width, lanes)
-        # lanes that some format fills (e.g. 32 lanes at W = 128 hold 4-bit to 7-bit fields)
-        self.lanes = max(lanes_in_word(width, f) for f in self.formats)
+        #: P per format: fields per word, or per part of a word (contract.pipeline_lanes)
+        self.per_word = {f: pipeline_lanes(width, f, lanes) for f in self.formats}
+        #: formats whose words are taken in parts
+        self.in_parts = [f for f in self.formats if self.per_word[f] < lanes_in_word(width, f)]
+        # lanes that some format fills
+        self.lanes = max(self.per_word.values())
         self.raw_lanes = width // 32
         #: lanes whose products are on hard multipliers
         self.dsp_lanes = self.lanes if dsp is True else min(int(dsp), self.lanes)
-        p_all = sorted({lanes_in_word(width, f) for f in self.formats})
+        p_all = sorted(set(self.per_word.values()))
         self.depths = []
         for j in range(self.lanes):
             p = min(q for q in p_all if q > j)
             self.depths.append(max(1, -(-(n_max - j) // p)))
         self.table_bits = [lane_table_bits(width, j, max_table_bits, self.lanes)
                            for j in range(self.lanes)]
-        self.row_words_max = max(row_words(width, f, n_max) for f in self.formats)
+        self.row_words_max = max(pipeline_row_words(width, f, n_max, lanes)
+                                 for f in self.formats)
         self.dot_latency = timing.dot_latency(width, mul_stages, self.lanes)
         self.tree_stages = timing.tree_stages(width, self.lanes)
         self.fifo_depth = self.row_words_max + self.dot_latency + 4
@@ -320,8 +329,21 @@ class SGDPipeline(wiring.Component):
         raw_g = replicas("is_raw", 1, raw_now)
         table_g = replicas("table_mode", 1, cfg.levels == LevelMode.TABLE)
         unsigned_g = replicas("unsigned_levels", 1, cfg.levels == LevelMode.UNIFORM_UNSIGNED)
+        # words taken in parts: a word's own field counts, and the shift from a part to the
+        # next, a flag per distinct shift
+        word_p = Signal(range(W + 1))
+        word_p_last = Signal(range(W + 1))
+        steps = sorted({self.per_word[f] * f.field_bits for f in self.in_parts})
+        step_sel = {st: Signal(name=f"part_step{st}") for st in steps}
         for f in format_cases(m, cfg.encoding, fid, self.formats):
-            m.d.sync += [per_word.eq(lanes_in_word(W, f)), per_last.eq(lanes_in_last_word(W, f))]
+            in_parts = f in self.in_parts
+            m.d.sync += [per_word.eq(self.per_word[f]),
+                         per_last.eq(self.per_word[f] if in_parts else lanes_in_last_word(W, f))]
+            if self.in_parts:
+                m.d.sync += [word_p.eq(lanes_in_word(W, f)),
+                             word_p_last.eq(lanes_in_last_word(W, f))]
+                m.d.sync += [sel.eq(in_parts and st == self.per_word[f] * f.field_bits)
+                             for st, sel in step_sel.items()]
             if f.encoding != Encoding.RAW:
                 m.d.sync += [h.eq(1 << (MAX_BITS - f.bits)) for h in half_g]
         n = cfg.n_features
@@ -407,12 +429,52 @@ class SGDPipeline(wiring.Component):
         running = Signal()
         batch_start = (in_wi == 0) & (in_row_batch == 0)
         may_start = (outstanding - batch_done_now) <= cfg.delay
-        m.d.comb += self.i_stream.ready.eq(running & ~in_done & replay.w_rdy &
-                                           (~batch_start | may_start))
-        accept = self.i_stream.valid & self.i_stream.ready
+        s0_ready = Signal()
+        m.d.comb += s0_ready.eq(running & ~in_done & replay.w_rdy & (~batch_start | may_start))
+        word = Signal(W)        # what S0 takes: a word, or a part of one (fields from bit 0)
+        word_valid = Signal()
+        accept = word_valid & s0_ready
+        if not self.in_parts:
+            m.d.comb += [word.eq(self.i_stream.payload), word_valid.eq(self.i_stream.valid),
+                         self.i_stream.ready.eq(s0_ready)]
+        else:
+            # A word with more fields than per_word: S0 takes its first part from the input and
+            # the rest from `part`, shifted down a part at a time. The part that ends a row
+            # carries the label: the word's own top bits, or, when the row's fields end before
+            # its last word (which then holds only the label), that word's, consumed with it.
+            body = W - LABEL_BITS
+            head = self.i_stream.payload
+            part = Signal(W, reset_less=True)
+            part_label = Signal(LABEL_BITS, reset_less=True)
+            part_valid = Signal()
+            part_fields = Signal(range(W + 1))  # fields of the word from the part in `part` on
+            label_next = Signal()               # the row's label is in the next input word
+            part_final = part_fields <= per_word
+            with_next = label_next & part_final
+            m.d.comb += [
+                word.eq(Mux(part_valid, Cat(part[:body], Mux(label_next, head[body:], part_label)),
+                            head)),
+                word_valid.eq(Mux(part_valid, ~with_next | self.i_stream.valid,
+                                  self.i_stream.valid)),
+                self.i_stream.ready.eq(s0_ready & (~part_valid | with_next)),
+            ]
+            head_fields = Mux(in_rem < word_p, in_rem, word_p)
+            whole = Mux(part_valid, part, head)
+            next_part = Signal(W)
+            m.d.comb += next_part.eq(0)
+            for st, sel in step_sel.items():
+                with m.If(sel):
+                    m.d.comb += next_part.eq(whole >> st)
+            with m.If(accept):
+                with m.If(part_valid):
+                    m.d.sync += [part.eq(next_part), part_fields.eq(part_fields - per_word),
+                                 part_valid.eq(~part_final)]
+                with m.Elif(head_fields > per_word):
+                    m.d.sync += [part.eq(next_part), part_fields.eq(head_fields - per_word),
+                                 part_valid.eq(1), part_label.eq(head[body:]),
+                                 label_next.eq((in_rem > word_p_last) & (in_rem <= word_p))]
         for replay_g, (lo, hi) in zip(replays, group_bits):
-            m.d.comb += [replay_g.w_data.eq(self.i_stream.payload[lo:hi]),
-                         replay_g.w_en.eq(accept)]
+            m.d.comb += [replay_g.w_data.eq(word[lo:hi]), replay_g.w_en.eq(accept)]
 
         last_word = in_rem <= per_last
         last_of_epoch = in_row_epoch == cfg.rows_per_epoch - 1
@@ -426,9 +488,9 @@ class SGDPipeline(wiring.Component):
 
         s1_valid = Signal()
         # S0 decodes the codes of sample A into S1's registers; RAW lanes keep their bits
-        s1_codes = decode_into_registers([self.i_stream.payload for _ in groups], "A", "s1")
+        s1_codes = decode_into_registers([word for _ in groups], "A", "s1")
         s1_raw = Signal(32 * self.raw_lanes, reset_less=True)
-        m.d.sync += s1_raw.eq(self.i_stream.payload)
+        m.d.sync += s1_raw.eq(word)
         s1_lane_ok = Signal(L, reset_less=True)     # lanes holding a field of this word
         s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}),
                            Cat(in_wi, rbank_now))
@@ -444,7 +506,7 @@ class SGDPipeline(wiring.Component):
             s1_meta.first.eq(in_wi == 0), s1_meta.last.eq(last_word),
             s1_meta.last_of_batch.eq(last_of_batch), s1_meta.wbank.eq(wbank_now),
             s1_meta.last_of_epoch.eq(last_of_epoch),
-            s1_meta.label.eq(self.i_stream.payload[W - LABEL_BITS:]),
+            s1_meta.label.eq(word[W - LABEL_BITS:]),
         ]
         with m.If(accept):
             m.d.sync += in_rbank.eq(rbank_now)

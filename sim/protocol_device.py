@@ -67,8 +67,9 @@ class ProtocolDevice:
     encodings, level_modes, losses : iterables of the contract's enums
         What this device supports (a smaller build refuses the rest with BAD_CONFIG).
     lanes : int
-        Fields per word the device processes (default: its W); formats with more are refused
-        with BAD_CONFIG, as a smaller build does.
+        Fields per cycle the device processes (default: its W); formats it cannot take
+        (:func:`zipml.contract.format_fits`) are refused with BAD_CONFIG, as a smaller build
+        does.
     max_bits : int
     clock_hz, baud, build_id : int
         Reported by IDENTIFY.

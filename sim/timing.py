@@ -6,7 +6,9 @@ counted while the pipeline runs (``busy``), from the cycle after ``start``.
 
 The schedule, per row of R words:
 
-- the input accepts one word per cycle; a row's words are back to back;
+- the input accepts one word per cycle (or, in a format with more fields per word than the
+  pipeline has lanes, one part of a word, :func:`zipml.contract.pipeline_lanes`: R below is
+  then :func:`zipml.contract.pipeline_row_words`); a row's words are back to back;
 - the first word of batch k (k >= 1 + delay in its epoch) waits for the cycle in which the last
   word of batch k - 1 - delay is written back (:func:`dot_latency` + R - 1 +
   :func:`update_write` cycles after that batch's last input word); this is the only per-batch
@@ -71,7 +73,7 @@ def update_write(mul_stages=MUL_STAGES):
 def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES, lanes=None):
     """Busy cycles of a run of ``epochs`` epochs of ``config`` (a ``TrainConfig``) on a
     pipeline of ``lanes`` lanes (default ``width``)."""
-    r = contract.row_words(width, config.fmt, config.n_features)
+    r = contract.pipeline_row_words(width, config.fmt, config.n_features, lanes)
     lat = dot_latency(width, mul_stages, lanes)
     write = update_write(mul_stages)
     t = 1                                   # the first cycle a word can be accepted
@@ -95,7 +97,8 @@ def run_cycles(width, config, epochs, snapshots=False, mul_stages=MUL_STAGES, la
 
 
 def efficiency(width, config, epochs=1, snapshots=False, mul_stages=MUL_STAGES, lanes=None):
-    """Input words over busy cycles: 1.0 means one word every cycle."""
+    """Input words over busy cycles: 1.0 means one word every cycle (words taken in parts,
+    :func:`zipml.contract.pipeline_lanes`, take a cycle per part)."""
     r = contract.row_words(width, config.fmt, config.n_features)
     return config.rows_per_epoch * r * epochs / run_cycles(width, config, epochs, snapshots,
                                                            mul_stages, lanes)

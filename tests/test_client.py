@@ -186,32 +186,41 @@ def test_capabilities_are_checked_before_sending(problem):
 
 
 def test_formats_beyond_the_lanes_are_refused(problem):
-    """A build with fewer lanes than W: the client names the b that fit before sending; the
-    device itself refuses with BAD_CONFIG."""
+    """A W = 32 build with fewer lanes than W (its last word is the label: no parts): the
+    client names the b that fit before sending; the device itself refuses with BAD_CONFIG."""
     from zipml.host.client import BadConfigError
     from zipml.protocol import ConfigureRequest, pack_struct
-    dev = protocol_device(lanes=16)                   # W = 64: fields of 4 bits and more
+    dev = ProtocolDevice(GoldenDevice(width=32, n_max=N_MAX), lanes=16)
     client = DeviceClient(InProcessTransport(dev))
     assert client.info["lanes"] == 16
     n = problem.n_features
-    for fmt, message in [(Format(Encoding.SINGLE, 2), "32 fields.*SINGLE needs b in 4..8"),
-                         (Format(Encoding.PAIR, 1), "PAIR needs b in 2..8"),
-                         (Format(Encoding.COMPACT, 1), "COMPACT needs b in 2..8")]:
-        with pytest.raises(DeviceError, match=message):
-            client.configure(TrainConfig(n, 10, fmt=fmt))
-    client.configure(TrainConfig(n, 10, fmt=Format(Encoding.PAIR, 2)))
+    with pytest.raises(DeviceError, match="32 fields.*SINGLE needs b in 2..8"):
+        client.configure(TrainConfig(n, 10, fmt=Format(Encoding.SINGLE, 1)))
+    client.configure(TrainConfig(n, 10, fmt=Format(Encoding.PAIR, 1)))
     raw = pack_struct(ConfigureRequest, n_features=n, batch=1, rows_per_epoch=10, lr=1,
-                      encoding=Encoding.SINGLE, bits=3, levels=LevelMode.UNIFORM_SIGNED,
+                      encoding=Encoding.SINGLE, bits=1, levels=LevelMode.UNIFORM_SIGNED,
                       loss=Loss.SQUARED, delay=0, lr_decay_epochs=0)
     with pytest.raises(BadConfigError):
         client.request(Cmd.CONFIGURE, raw)
     assert "more than this device's 16 lanes" in dev.last_reason
 
 
+def test_formats_beyond_the_lanes_train_in_parts(problem):
+    """W = 64 with 16 lanes takes every format (a word of more fields in parts) and trains to
+    the golden model's words."""
+    for fmt in (Format(Encoding.SINGLE, 2), Format(Encoding.PAIR, 1), Format(Encoding.SINGLE, 3)):
+        client = DeviceClient(InProcessTransport(protocol_device(lanes=16)))
+        same_run(train(client, problem, epochs=2, fmt=fmt), train(golden(), problem, epochs=2,
+                                                                 fmt=fmt))
+
+
 def test_info_lists_the_formats_a_device_takes():
     from zipml.host.cli import supported_formats
     info = DeviceClient(InProcessTransport(protocol_device(lanes=16))).info
-    assert supported_formats(info) == "single b=4..8, pair b=2..8, compact b=2..8, raw"
+    assert supported_formats(info) == "single b=1..8, pair b=1..8, compact b=1..8, raw"
+    narrow = ProtocolDevice(GoldenDevice(width=32, n_max=N_MAX), lanes=16)
+    info = DeviceClient(InProcessTransport(narrow)).info
+    assert supported_formats(info) == "single b=2..8, pair b=1..8, compact b=1..8, raw"
 
 
 def test_refusals_map_to_errors_naming_the_status():

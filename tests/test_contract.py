@@ -68,6 +68,42 @@ def test_row_words_is_the_smallest_layout_that_fits(width, fmt):
         assert r == 1 or (r - 2) * p + p_last < n
 
 
+@pytest.mark.parametrize("width", [64, 128, 256])
+def test_words_taken_in_parts_make_rows_of_p_fields(width):
+    """A word with more fields than lanes goes to the pipeline in parts of P fields (hw/pipeline
+    S0): a word's parts, then the next word's; a last word holding only the label goes with the
+    part that ends the row's fields, which is never its word's first part."""
+    for lanes in (width // 32, 8, 16, 32):
+        for fmt in [Format(e, b) for e in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
+                    for b in range(1, contract.MAX_BITS + 1)]:
+            p_word, p = contract.lanes_in_word(width, fmt), contract.pipeline_lanes(width, fmt,
+                                                                                   lanes)
+            if p_word <= lanes:
+                assert p == p_word
+                continue
+            assert contract.format_fits(width, fmt, lanes)
+            assert p_word % p == 0 and p <= lanes
+            assert p * fmt.field_bits + contract.LABEL_BITS <= width
+            p_last = contract.lanes_in_last_word(width, fmt)
+            for n in {1, p, p + 1, p_last, p_last + 1, p_word, p_word + 1, 2 * p_word + 3, 300}:
+                parts, rem = [], n
+                for _ in range(contract.row_words(width, fmt, n)):
+                    fields = min(rem, p_word)
+                    if fields == 0:
+                        assert parts[-1] >= 2          # the label rides on a later part
+                    parts.append(-(-fields // p))
+                    rem -= fields
+                assert rem == 0
+                assert sum(parts) == contract.pipeline_row_words(width, fmt, n, lanes)
+
+
+def test_a_w32_word_is_never_taken_in_parts():
+    """At W = 32 a row's last word is its label: a build of fewer lanes refuses wider words."""
+    assert contract.pipeline_lanes(32, Format(Encoding.SINGLE, 1), 16) == 0
+    assert not contract.format_fits(32, Format(Encoding.SINGLE, 1), 16)
+    assert contract.fitting_bits(32, Encoding.SINGLE, 16) == list(range(2, 9))
+
+
 def test_sigmoid_table_is_monotone_and_symmetric():
     table = contract.sigmoid_table()
     one = 1 << contract.MODEL_FRAC

@@ -23,7 +23,7 @@ __all__ = [
     "SCALAR_FRAC", "RAW_FRAC", "TABLE_FRAC", "TABLE_BITS", "TABLE_MAX", "SIGMOID_ENTRIES",
     "SIGMOID_STEP_LOG2", "Format", "sat", "sat_limits", "round_shift", "floor_shift",
     "sigmoid_table", "uniform_level_ints", "level_frac", "top_level", "row_words",
-    "lanes_in_word", "lanes_in_last_word", "format_fits",
+    "lanes_in_word", "lanes_in_last_word", "pipeline_lanes", "pipeline_row_words", "format_fits",
     "fitting_bits", "accumulator_bits",
 ]
 
@@ -247,11 +247,40 @@ def lanes_in_word(width, fmt):
     return width // fmt.field_bits
 
 
+def pipeline_lanes(width, fmt, lanes=None):
+    """Fields the W-lane pipeline of ``lanes`` lanes (default W) takes per cycle, the P of its
+    model layout (feature i in lane ``i % P`` at address ``i // P``); 0 if it cannot take
+    ``fmt``.
+
+    A word of at most ``lanes`` fields is taken whole. A word of more is taken in parts of the
+    largest P <= ``lanes`` that divides its field count and leaves the label's top
+    :data:`LABEL_BITS` bits free (a part carries the row's label), a part per cycle: every row
+    then has :func:`pipeline_row_words` parts of P fields, the last one fewer.
+    """
+    p = lanes_in_word(width, fmt)
+    if lanes is None or p <= lanes:
+        return p
+    room = (width - LABEL_BITS) // fmt.field_bits
+    return next((d for d in range(min(lanes, room), 0, -1) if p % d == 0), 0)
+
+
+def pipeline_row_words(width, fmt, n_features, lanes=None):
+    """Words per row as the W-lane pipeline of ``lanes`` lanes (default W) takes them, a word per
+    cycle: :func:`row_words`, or with words taken in parts (:func:`pipeline_lanes`), its parts
+    (``ceil(n / P)``)."""
+    if lanes is None or lanes_in_word(width, fmt) <= lanes:
+        return row_words(width, fmt, n_features)
+    if n_features < 1:
+        raise ValueError("a row needs at least one feature")
+    return -(-n_features // pipeline_lanes(width, fmt, lanes))
+
+
 def format_fits(width, fmt, lanes):
-    """Whether a device of ``lanes`` lanes takes ``fmt`` at word width ``width``: it must hold
-    at most ``lanes`` fields per word (a build with fewer lanes than W refuses the narrowest
-    fields; every build takes RAW, W / 32 fields)."""
-    return lanes_in_word(width, fmt) <= lanes
+    """Whether a device of ``lanes`` lanes takes ``fmt`` at word width ``width``: a word of
+    at most ``lanes`` fields whole, one of more in parts (:func:`pipeline_lanes`; every code
+    format at W >= 64, none with more than ``lanes`` fields at W = 32, where a row's last word
+    is its label)."""
+    return pipeline_lanes(width, fmt, lanes) > 0
 
 
 def fitting_bits(width, encoding, lanes, max_bits=MAX_BITS):

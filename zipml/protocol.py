@@ -493,8 +493,9 @@ class IdentifyReply(data.Struct):
     width : unsigned(16)
         W, bits per stream word.
     lanes : unsigned(16)
-        Fields the device processes per word: it takes a format only if a word holds at most
-        this many of its fields (:func:`~zipml.contract.format_fits`); W on a full build.
+        Fields the device processes per cycle; W on a full build. A word with more fields is
+        taken in parts (:func:`~zipml.contract.pipeline_lanes`), a format it cannot take is
+        refused (:func:`~zipml.contract.format_fits`).
     n_max, batch_max : unsigned(16)
     max_payload : unsigned(16)
         The largest request payload the device accepts (at most :data:`MAX_PAYLOAD`).

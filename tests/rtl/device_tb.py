@@ -328,6 +328,11 @@ async def commands_and_refusals(dut):
 NARROW = [f for f in (Format(e, b) for e in (Encoding.SINGLE, Encoding.PAIR, Encoding.COMPACT)
                       for b in range(1, 9)) if not contract.format_fits(W, f, LANES)]
 
+def in_parts(fmt):
+    """Whether this build takes ``fmt``'s words in parts (more fields than lanes)."""
+    return contract.pipeline_lanes(W, fmt, LANES) < contract.lanes_in_word(W, fmt)
+
+
 FORMATS = [
     # format, loss, batch, delay, lr, lr_decay_epochs
     (Format(Encoding.PAIR, 4), Loss.SQUARED, 1, 0, 1 << 20, 0),
@@ -350,6 +355,8 @@ async def streamed_training(dut):
         if not contract.format_fits(W, fmt, LANES):
             continue
         n, rows, epochs = 5 + i, 10, 3
+        if in_parts(fmt):       # rows of more fields than a word's first part, label-only words
+            n = min(N_MAX, contract.lanes_in_last_word(W, fmt) + 1 + i)
         await tb.ok(Cmd.CONFIGURE, configure_payload(n, rows, fmt, loss, lr, batch, delay, decay))
         data = make_rows(rows, n, fmt, 10 + i, TABLE8)
         await tb.stream(np.concatenate([data] * epochs), rng)
@@ -375,6 +382,9 @@ async def resident_training(dut):
     await tb.start()
     fmt = Format(Encoding.PAIR, 2)
     n, rows = 6, 12
+    if in_parts(Format(Encoding.PAIR, 1)):
+        fmt = Format(Encoding.PAIR, 1)
+        n = min(N_MAX, contract.lanes_in_last_word(W, fmt) + 4)
     data = make_rows(rows, n, fmt, 30)
     head = protocol.StoreDataHeader
 

@@ -85,7 +85,11 @@ def make_case(rng, fmt, n, *, loss=Loss.SQUARED, batch=1, delay=0, rows=None, ep
 
 def interesting_n(rng, fmt):
     p = contract.lanes_in_word(WIDTH, fmt)
-    return [n for n in (1, p - 1, p + 1, 100, N_MAX) if 1 <= n <= N_MAX]
+    ns = [1, p - 1, p + 1, 100, N_MAX]
+    part = contract.pipeline_lanes(WIDTH, fmt, LANES)
+    if part < p:        # words in parts: a part's edge, a last word holding only the label
+        ns += [part + 1, contract.lanes_in_last_word(WIDTH, fmt) + 1]
+    return [n for n in ns if 1 <= n <= N_MAX]
 
 
 def fits(formats):

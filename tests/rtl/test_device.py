@@ -21,6 +21,8 @@ TIMEOUT_S = 200e-6          # frame timeout: short, so that tests pause briefly
         (32, 16, 128, 256, None, False, False, False, None),
         # a build that refuses the narrowest fields, multiplying on hard multipliers (as ULX3S)
         (32, 16, 128, 256, 8, True, False, False, ["commands_and_refusals", "streamed_training"]),
+        # W = 64 with 16 lanes (as ULX3S): a word of more fields goes through in parts
+        (64, 32, 128, 256, 16, 8, False, False, ["streamed_training", "resident_training"]),
         # the lane-serial pipeline, resident data in SPRAM (as iCEBreaker; the toolchain's model
         # of the SPRAM block)
         (32, 16, 16384, 256, None, False, True, True, None),

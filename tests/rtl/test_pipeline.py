@@ -42,8 +42,8 @@ def test_pipeline(request, width, n_max, suites):
     (64, 128, 8, False, 2, ["quick", "batches"]),
 ])
 def test_pipeline_fewer_lanes(request, width, n_max, lanes, dsp, mul_stages, suites):
-    """Builds that leave out the narrowest fields, multiply on hard multipliers and register
-    the multipliers' inputs."""
+    """Builds that take the narrowest fields' words in parts, multiply on hard multipliers and
+    register the multipliers' inputs."""
     run(request, width, n_max, suites, seed=width + lanes, lanes=lanes, dsp=dsp,
         mul_stages=mul_stages)
 
