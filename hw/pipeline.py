@@ -187,7 +187,8 @@ class SGDPipeline(wiring.Component):
                                  for f in self.formats)
         self.dot_latency = timing.dot_latency(width, mul_stages, self.lanes)
         self.tree_stages = timing.tree_stages(width, self.lanes)
-        self.fifo_depth = self.row_words_max + self.dot_latency + 4
+        # (+ 2: the replay FIFOs are written a cycle after the accept, their room a cycle old)
+        self.fifo_depth = self.row_words_max + self.dot_latency + 6
         self.acc_width = 42 + max(1, (n_max - 1).bit_length()) + 1
         self.lo_width = _LO_SHIFT + max(1, (n_max - 1).bit_length()) + 1
         super().__init__({
@@ -414,10 +415,11 @@ class SGDPipeline(wiring.Component):
         in_first_batch = Signal()
         in_rbank = Signal()
         in_done = Signal()                  # every row of the epoch accepted
+        in_batch_start = Signal()           # in_wi == 0 and in_row_batch == 0, as a flag
 
         def restart_input():
             return [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(0), in_row_batch.eq(0),
-                    in_kpar.eq(0), in_first_batch.eq(1), in_done.eq(0)]
+                    in_kpar.eq(0), in_first_batch.eq(1), in_done.eq(0), in_batch_start.eq(1)]
 
         # update-side completion pulses (U2), defined below
         row_done_now = Signal()
@@ -427,10 +429,17 @@ class SGDPipeline(wiring.Component):
 
         # --- S0: accept --------------------------------------------------------------------------
         running = Signal()
-        batch_start = (in_wi == 0) & (in_row_batch == 0)
+        batch_start = in_batch_start
         may_start = (outstanding - batch_done_now) <= cfg.delay
+        # The replay FIFOs are written from S1's registers, a cycle after the accept (which
+        # would otherwise reach every group's FIFO across the lane array); their room is a
+        # register, two words short of full (the word in S1, and the level it reads is a cycle
+        # old). U0 never waits, so the FIFOs hold a row and a dot latency at most, and the
+        # depth keeps ready from ever falling for lack of room.
+        replay_room = Signal()
+        m.d.sync += replay_room.eq(replay.w_level <= self.fifo_depth - 3)
         s0_ready = Signal()
-        m.d.comb += s0_ready.eq(running & ~in_done & replay.w_rdy & (~batch_start | may_start))
+        m.d.comb += s0_ready.eq(running & ~in_done & replay_room & (~batch_start | may_start))
         word = Signal(W)        # what S0 takes: a word, or a part of one (fields from bit 0)
         word_valid = Signal()
         accept = word_valid & s0_ready
@@ -473,8 +482,11 @@ class SGDPipeline(wiring.Component):
                     m.d.sync += [part.eq(next_part), part_fields.eq(head_fields - per_word),
                                  part_valid.eq(1), part_label.eq(head[body:]),
                                  label_next.eq((in_rem > word_p_last) & (in_rem <= word_p))]
-        for replay_g, (lo, hi) in zip(replays, group_bits):
-            m.d.comb += [replay_g.w_data.eq(word[lo:hi]), replay_g.w_en.eq(accept)]
+        s1_word = Signal(W, reset_less=True)
+        s1_write = replicas("s1_write", 1, accept, reset_less=False)
+        m.d.sync += s1_word.eq(word)
+        for g, (replay_g, (lo, hi)) in enumerate(zip(replays, group_bits)):
+            m.d.comb += [replay_g.w_data.eq(s1_word[lo:hi]), replay_g.w_en.eq(s1_write[g])]
 
         last_word = in_rem <= per_last
         last_of_epoch = in_row_epoch == cfg.rows_per_epoch - 1
@@ -489,8 +501,7 @@ class SGDPipeline(wiring.Component):
         s1_valid = Signal()
         # S0 decodes the codes of sample A into S1's registers; RAW lanes keep their bits
         s1_codes = decode_into_registers([word for _ in groups], "A", "s1")
-        s1_raw = Signal(32 * self.raw_lanes, reset_less=True)
-        m.d.sync += s1_raw.eq(word)
+        s1_raw = s1_word[:32 * self.raw_lanes]
         s1_lane_ok = Signal(L, reset_less=True)     # lanes holding a field of this word
         s1_rd_g = replicas("s1_rd", data.StructLayout({"wi": len(in_wi), "rbank": 1}),
                            Cat(in_wi, rbank_now))
@@ -513,6 +524,7 @@ class SGDPipeline(wiring.Component):
             with m.If(batch_start):
                 m.d.sync += [outstanding.eq(outstanding + 1 - batch_done_now),
                              in_first_batch.eq(0)]
+            m.d.sync += in_batch_start.eq(last_word & last_of_batch)
             with m.If(last_word):
                 m.d.sync += [in_wi.eq(0), in_rem.eq(n), in_row_epoch.eq(in_row_epoch + 1)]
                 with m.If(last_of_batch):
