@@ -334,6 +334,7 @@ class SGDPipeline(wiring.Component):
         # next, a flag per distinct shift
         word_p = Signal(range(W + 1))
         word_p_last = Signal(range(W + 1))
+        per_two = Signal(range(2 * L + 1))
         steps = sorted({self.per_word[f] * f.field_bits for f in self.in_parts})
         step_sel = {st: Signal(name=f"part_step{st}") for st in steps}
         for f in format_cases(m, cfg.encoding, fid, self.formats):
@@ -342,7 +343,8 @@ class SGDPipeline(wiring.Component):
                          per_last.eq(self.per_word[f] if in_parts else lanes_in_last_word(W, f))]
             if self.in_parts:
                 m.d.sync += [word_p.eq(lanes_in_word(W, f)),
-                             word_p_last.eq(lanes_in_last_word(W, f))]
+                             word_p_last.eq(lanes_in_last_word(W, f)),
+                             per_two.eq(2 * self.per_word[f])]
                 m.d.sync += [sel.eq(in_parts and st == self.per_word[f] * f.field_bits)
                              for st, sel in step_sel.items()]
             if f.encoding != Encoding.RAW:
@@ -457,8 +459,8 @@ class SGDPipeline(wiring.Component):
             part_label = Signal(LABEL_BITS, reset_less=True)
             part_valid = Signal()
             part_fields = Signal(range(W + 1))  # fields of the word from the part in `part` on
+            part_final = Signal()               # part_fields <= per_word, as a flag
             label_next = Signal()               # the row's label is in the next input word
-            part_final = part_fields <= per_word
             with_next = label_next & part_final
             m.d.comb += [
                 word.eq(Mux(part_valid, Cat(part[:body], Mux(label_next, head[body:], part_label)),
@@ -475,6 +477,7 @@ class SGDPipeline(wiring.Component):
                 with m.If(sel):
                     m.d.comb += next_part.eq(whole >> st)
             with m.If(accept):
+                m.d.sync += part_final.eq(Mux(part_valid, part_fields, head_fields) <= per_two)
                 with m.If(part_valid):
                     m.d.sync += [part.eq(next_part), part_fields.eq(part_fields - per_word),
                                  part_valid.eq(~part_final)]
