@@ -64,10 +64,13 @@ def test_board_parameters(name):
     board = BOARDS[name]
     assert board.clk_freq == board.clk_target           # both PLLs hit their targets exactly
     assert board.clk_freq >= 5 * board.baud             # cycles enough per UART bit
-    assert board.clk_freq % board.baud == 0            # an exact UART divisor
     assert board.baud == 3_000_000
     assert board.width in WORD_WIDTHS
-    assert uart_divisor(board.clk_freq, board.baud) == board.clk_freq // board.baud
+    # a UART divisor within 0.5% of the baud rate (exact but for the ULX3S W = 64 build's
+    # 71.875 MHz: 24 cycles, 0.17% slow), well inside the UART's 2% and the bridge's margin
+    divisor = uart_divisor(board.clk_freq, board.baud)
+    assert divisor == round(board.clk_freq / board.baud)
+    assert abs(board.clk_freq / divisor - board.baud) <= 0.005 * board.baud
     assert board.core in ("device", "echo")
     assert board.width // 32 <= board.lanes <= board.width
 
